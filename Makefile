@@ -1,0 +1,30 @@
+# The two commands: `make demo` (shipped Panda controller, closed loop in PyBullet) and
+# `make test`. Both create .venv with the pinned dependencies on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup results-table clean-venv
+
+$(STAMP): requirements.txt setup.py
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/snn-control demo models/panda_snn
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+results-table: $(STAMP)
+	$(VENV)/bin/snn-control results-table
+
+clean-venv:
+	rm -rf $(VENV)

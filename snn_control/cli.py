@@ -1,0 +1,120 @@
+"""``snn-control``: train, evaluate and demonstrate spiking reach controllers.
+
+    snn-control train CONFIG [--set KEY=VALUE ...] [--out RUN_DIR]
+    snn-control eval MODEL_DIR [--episodes N] [--seed S] [--out FILE]
+    snn-control demo [MODEL_DIR] [--goals N]
+    snn-control results-table [MODEL_DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_run_dir(cfg_path: str) -> Path:
+    return Path("runs") / Path(cfg_path).stem
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training.trainer import Trainer
+
+    cfg = config_mod.load(args.config, args.set)
+    out = Path(args.out) if args.out else _default_run_dir(args.config)
+    print(f"training {cfg.task}/{cfg.model.kind} -> {out} (resumes if interrupted; "
+          f"TensorBoard: tensorboard --logdir {out / 'tensorboard'})")
+    metrics = Trainer(cfg, out).fit(progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("time/")}, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .training.evaluate import evaluate, write_eval
+    from .training.plots import plot_reach, plot_training
+
+    model_dir = Path(args.model_dir)
+    result = evaluate(model_dir, args.episodes, args.seed)
+    out = Path(args.out) if args.out else model_dir / "eval.json"
+    write_eval(result, out)
+    from .training.checkpoint import load_model
+
+    _, _, spec, _ = load_model(model_dir)
+    stem = out.with_suffix("")
+    plot_reach(result, spec.effector, spec.control_period_s, Path(f"{stem}_reach.png"))
+    plot_training(model_dir / "metrics.jsonl", Path(f"{stem}_training.png"))
+    unit = result["distance_unit"]
+    print(f"{result['task']} {result['model_kind']}: {result['episodes']} held-out goals, "
+          f"success {result['success_rate']:.1%}, median final distance "
+          f"{result['final_distance_median_m']:.4f} {unit}, p90 {result['final_distance_p90_m']:.4f} {unit}"
+          + (f", success at 2 cm {result['success_rate_2cm']:.1%}" if "success_rate_2cm" in result else "")
+          + f"; classical {result['classical']['success_rate']:.1%}")
+    print(f"wrote {out} and {stem}_reach.png")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.model_dir), goals=args.goals, seed=args.seed)
+
+
+def cmd_results_table(args: argparse.Namespace) -> int:
+    from .results import results_table
+
+    dirs = [Path(d) for d in args.model_dirs] or sorted((REPO_ROOT / "models").glob("*/"))
+    print(results_table(dirs))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="snn-control", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train predictor and policy from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set train.iterations=10 (repeatable)")
+    p.add_argument("--out", help="run directory (default runs/<config name>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="evaluate a model directory on the held-out goals")
+    p.add_argument("model_dir")
+    p.add_argument("--episodes", type=int, help="first N held-out goals (default: the full set)")
+    p.add_argument("--seed", type=int, default=0, help="held-out set (0: the standard one)")
+    p.add_argument("--out", help="JSON path (default MODEL_DIR/eval.json); PNGs beside it")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("demo", help="run a shipped controller in the closed loop, per-goal results")
+    p.add_argument("model_dir", nargs="?", default=str(REPO_ROOT / "models" / "panda_snn"))
+    p.add_argument("--goals", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("results-table", help="Markdown table from models/*/eval.json")
+    p.add_argument("model_dirs", nargs="*")
+    p.set_defaults(func=cmd_results_table)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .envs import EnvError
+    from .models import IOSpecMismatch
+    from .training.checkpoint import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (config_mod.ConfigError, CheckpointError, IOSpecMismatch, EnvError) as exc:
+        print(f"snn-control {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; a training run resumes from its last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Reach environments: planar 2-link reacher and PyBullet Panda. Knows nothing of networks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import BatchedReachEnv, EnvError, ReachSpec
+from .gym_env import ReachEnv
+from .reacher import ReacherBatch, ReacherConfig
+
+TASKS = ("reacher", "panda")
+
+
+def env_config_class(task: str) -> type:
+    if task == "reacher":
+        return ReacherConfig
+    if task == "panda":
+        from .panda import PandaConfig  # imports pybullet only when needed
+
+        return PandaConfig
+    raise EnvError(f"unknown task {task!r}; choose one of {TASKS}")
+
+
+def make_batch(task: str, num_envs: int, config: Any = None) -> BatchedReachEnv:
+    if task == "reacher":
+        return ReacherBatch(num_envs, config)
+    if task == "panda":
+        from .panda import PandaBatch
+
+        return PandaBatch(num_envs, config)
+    raise EnvError(f"unknown task {task!r}; choose one of {TASKS}")
+
+
+def make_gym_env(task: str, config: Any = None) -> ReachEnv:
+    return ReachEnv(lambda n: make_batch(task, n, config))
+
+
+__all__ = ["BatchedReachEnv", "EnvError", "ReachEnv", "ReachSpec", "TASKS", "make_batch",
+           "make_gym_env", "env_config_class"]

@@ -1,0 +1,238 @@
+"""PyBullet Franka Panda reach, batched: one DIRECT physics client per copy.
+
+Joints 1-6 are torque controlled: ``tau = action * torque_scale * (87, 87, 87, 87, 12, 12)``
+N m, held
+for one control period (20 ms) while physics runs at 1 ms. Gravity is on and
+compensated at every physics step with the model's own ``g(q)``, as the real Panda's
+torque interface does, so a commanded torque means the same in sim and on the robot.
+The commanded torque reaches the joints through the real robot's torque-rate limit
+(1000 N m/s, checked at the physics rate), the same limit the ROS safety filter applies.
+Joint 7 is held by a PD position loop, the fingers are held open.
+
+Observation: 6 joint positions scaled to [-1, 1] by their limits, (optionally) 6 joint
+velocities divided by their limits, end-effector position in metres (finger midpoint,
+base frame). Goals: end-effector positions of random collision-free configurations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pybullet
+import pybullet_data
+
+from .base import BatchedReachEnv, EnvError, ReachSpec
+
+URDF = "franka_panda/panda.urdf"
+JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8))
+ACTUATED = 6  # joints 1-6 torque controlled
+ARM_JOINTS = list(range(7))
+FINGER_JOINTS = [9, 10]
+MOVABLE = ARM_JOINTS + FINGER_JOINTS  # the 9 DoF pybullet's dynamics functions expect
+LOWER = np.array([-2.9671, -1.8326, -2.9671, -3.1416, -2.9671, -0.0873, -2.9671])  # rad
+UPPER = np.array([2.9671, 1.8326, 2.9671, 0.0, 2.9671, 3.8223, 2.9671])  # rad
+VELOCITY_LIMIT = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])  # rad/s
+TORQUE_LIMIT = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0)  # N m
+NEUTRAL = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])  # rad, Franka's ready pose
+FINGER_OPENING = 0.04  # m per finger
+
+
+@dataclass
+class PandaConfig:
+    """Panda reach options (defaults: DESIGN.md section 5)."""
+
+    episode_steps: int = 200
+    control_period: float = 0.02  # s
+    physics_dt: float = 0.001  # s
+    observe_velocity: bool = True  # seed 000 observed positions only
+    torque_scale: float = 1.0  # torque = action * torque_scale * limit; the shipped configs use
+    # 0.25: at 1.0 the learned policy went bang-bang and sat on joint limits 30-75 % of the time
+    torque_rate_limit: float = 1000.0  # N m/s at the joints (real Panda trips above it); 0: off
+    self_collision: bool = False  # in the dynamics; sampled starts/goals are always collision-free
+    joint_range_fraction: float = 0.5  # starts/goals: neutral +- this share of each joint's range
+    min_goal_height: float = 0.1  # m, end effector above the table
+    joint7_gains: list[float] = field(default_factory=lambda: [50.0, 5.0])  # PD (N m/rad, N m s/rad)
+
+
+class PandaBatch(BatchedReachEnv):
+    def __init__(self, num_envs: int, config: PandaConfig | None = None) -> None:
+        self.config = cfg = config or PandaConfig()
+        substeps = cfg.control_period / cfg.physics_dt
+        if abs(substeps - round(substeps)) > 1e-9 or substeps < 1:
+            raise EnvError(
+                f"control_period {cfg.control_period} s must be a multiple of physics_dt {cfg.physics_dt} s"
+            )
+        self.physics_substeps = int(round(substeps))
+        self.num_envs = num_envs
+        names = [f"q{i}" for i in range(1, 7)]
+        if cfg.observe_velocity:
+            names += [f"dq{i}" for i in range(1, 7)]
+        names += ["ee_x", "ee_y", "ee_z"]
+        self.spec = ReachSpec(
+            task="panda", obs_names=tuple(names), obs_dim=len(names), act_dim=ACTUATED,
+            goal_dim=3, effector=(len(names) - 3, len(names)),
+            control_period_s=cfg.control_period, episode_steps=cfg.episode_steps,
+            success_radius=0.05, distance_unit="m", joint_names=JOINT_NAMES[:ACTUATED],
+            action_scale=tuple(cfg.torque_scale * t for t in TORQUE_LIMIT),
+        )
+        if not 0.0 < cfg.torque_scale <= 1.0:
+            raise EnvError(f"torque_scale must lie in (0, 1], got {cfg.torque_scale}")
+        flags = pybullet.URDF_USE_SELF_COLLISION if cfg.self_collision else 0
+        self.clients = [self._connect(flags) for _ in range(num_envs)]
+        self._probe = self._connect(
+            pybullet.URDF_USE_SELF_COLLISION | pybullet.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
+        )
+        self.applied = np.zeros((num_envs, ACTUATED))  # N m, after the rate limit
+        self.q = np.zeros((num_envs, 7))
+        self.dq = np.zeros((num_envs, 7))
+        self.ee = np.zeros((num_envs, 3))
+
+    # -- simulator plumbing -------------------------------------------------------------
+    def _connect(self, flags: int) -> tuple[int, int]:
+        cid = pybullet.connect(pybullet.DIRECT)
+        pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=cid)
+        body = pybullet.loadURDF(URDF, useFixedBase=True, flags=flags, physicsClientId=cid)
+        pybullet.setGravity(0, 0, -9.81, physicsClientId=cid)
+        pybullet.setTimeStep(self.config.physics_dt, physicsClientId=cid)
+        # Default velocity motors would fight the torques: switch them off for joints 1-6.
+        pybullet.setJointMotorControlArray(
+            body, list(range(ACTUATED)), pybullet.VELOCITY_CONTROL, forces=[0.0] * ACTUATED,
+            physicsClientId=cid,
+        )
+        return cid, body
+
+    def _set_configuration(self, client: tuple[int, int], q7: np.ndarray) -> None:
+        cid, body = client
+        for j in ARM_JOINTS:
+            pybullet.resetJointState(body, j, float(q7[j]), 0.0, physicsClientId=cid)
+        for j in FINGER_JOINTS:
+            pybullet.resetJointState(body, j, FINGER_OPENING, 0.0, physicsClientId=cid)
+
+    def _effector_position(self, client: tuple[int, int]) -> np.ndarray:
+        cid, body = client
+        links = pybullet.getLinkStates(body, FINGER_JOINTS, computeForwardKinematics=1, physicsClientId=cid)
+        return 0.5 * (np.asarray(links[0][4]) + np.asarray(links[1][4]))
+
+    def _hold_joint7_and_fingers(self, client: tuple[int, int], q7_target: float) -> None:
+        cid, body = client
+        kp, kd = self.config.joint7_gains
+        pybullet.setJointMotorControl2(
+            body, 6, pybullet.POSITION_CONTROL, targetPosition=q7_target, force=TORQUE_LIMIT[-1],
+            positionGain=kp * self.config.physics_dt, velocityGain=kd * 0.1,
+            physicsClientId=cid,
+        )
+        pybullet.setJointMotorControlArray(
+            body, FINGER_JOINTS, pybullet.POSITION_CONTROL, targetPositions=[FINGER_OPENING] * 2,
+            forces=[20.0, 20.0], physicsClientId=cid,
+        )
+
+    def configuration_is_valid(self, q7: np.ndarray) -> bool:
+        """No self-collision, every link above the table, effector above ``min_goal_height``."""
+        self._set_configuration(self._probe, q7)
+        cid, body = self._probe
+        pybullet.performCollisionDetection(physicsClientId=cid)
+        for contact in pybullet.getContactPoints(body, body, physicsClientId=cid):
+            if abs(contact[3] - contact[4]) > 2 and min(contact[3], contact[4]) < 8:
+                return False  # links within two joints of each other touch in every pose
+        links = pybullet.getLinkStates(body, list(range(2, 11)), physicsClientId=cid)
+        if min(state[4][2] for state in links) < 0.02:
+            return False
+        return self._effector_position(self._probe)[2] >= self.config.min_goal_height
+
+    def effector_of(self, q7: np.ndarray) -> np.ndarray:
+        self._set_configuration(self._probe, q7)
+        return self._effector_position(self._probe)
+
+    # -- BatchedReachEnv -----------------------------------------------------------------
+    def sample_configuration(self, rng: np.random.Generator) -> np.ndarray:
+        half_range = 0.5 * (UPPER - LOWER) * self.config.joint_range_fraction
+        for _ in range(1000):
+            q7 = np.clip(NEUTRAL + rng.uniform(-half_range, half_range), LOWER, UPPER)
+            q7[6] = NEUTRAL[6]
+            if self.configuration_is_valid(q7):
+                return q7
+        raise EnvError("could not sample a collision-free Panda configuration in 1000 tries")
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        starts = np.stack([self.sample_configuration(rng) for _ in range(n)])
+        goals = np.stack([self.effector_of(self.sample_configuration(rng)) for _ in range(n)])
+        return starts, goals
+
+    def reset_to(self, starts: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        starts = np.asarray(starts, dtype=np.float64)
+        if starts.shape == (self.num_envs, ACTUATED):
+            starts = np.concatenate([starts, np.full((self.num_envs, 1), NEUTRAL[6])], axis=1)
+        if starts.shape != (self.num_envs, 7):
+            raise EnvError(f"panda: starts must have shape ({self.num_envs}, 7), got {starts.shape}")
+        for client, q7 in zip(self.clients, starts):
+            self._set_configuration(client, q7)
+            self._hold_joint7_and_fingers(client, float(q7[6]))
+        self.q7_hold = starts[:, 6].copy()
+        self.applied[:] = 0.0
+        self._read_state()
+        return self.observe()
+
+    def _read_state(self) -> None:
+        for i, (cid, body) in enumerate(self.clients):
+            states = pybullet.getJointStates(body, ARM_JOINTS, physicsClientId=cid)
+            self.q[i] = [s[0] for s in states]
+            self.dq[i] = [s[1] for s in states]
+            self.ee[i] = self._effector_position((cid, body))
+
+    def observe(self) -> np.ndarray:
+        q6 = 2.0 * (self.q[:, :ACTUATED] - LOWER[:ACTUATED]) / (UPPER - LOWER)[:ACTUATED] - 1.0
+        parts = [q6]
+        if self.config.observe_velocity:
+            parts.append(self.dq[:, :ACTUATED] / VELOCITY_LIMIT[:ACTUATED])
+        parts.append(self.ee)
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def step(self, actions: np.ndarray) -> np.ndarray:
+        command = self.check_actions(actions) * np.asarray(self.spec.action_scale)
+        cfg = self.config
+        max_delta = cfg.torque_rate_limit * cfg.physics_dt if cfg.torque_rate_limit > 0 else np.inf
+        zeros9 = [0.0] * len(MOVABLE)
+        for i, (cid, body) in enumerate(self.clients):
+            applied = self.applied[i]
+            for _ in range(self.physics_substeps):
+                applied = applied + np.clip(command[i] - applied, -max_delta, max_delta)
+                states = pybullet.getJointStates(body, MOVABLE, physicsClientId=cid)
+                gravity = pybullet.calculateInverseDynamics(
+                    body, [s[0] for s in states], zeros9, zeros9, physicsClientId=cid
+                )
+                pybullet.setJointMotorControlArray(
+                    body, list(range(ACTUATED)), pybullet.TORQUE_CONTROL,
+                    forces=(applied + gravity[:ACTUATED]).tolist(), physicsClientId=cid,
+                )
+                pybullet.stepSimulation(physicsClientId=cid)
+            self.applied[i] = applied
+        self._read_state()
+        return self.observe()
+
+    def effector_jacobians(self) -> np.ndarray:
+        jac = np.empty((self.num_envs, 3, ACTUATED))
+        for i, (cid, body) in enumerate(self.clients):
+            q9 = [s[0] for s in pybullet.getJointStates(body, MOVABLE, physicsClientId=cid)]
+            zeros = [0.0] * len(MOVABLE)
+            linear = [
+                np.asarray(pybullet.calculateJacobian(body, link, [0, 0, 0], q9, zeros, zeros, physicsClientId=cid)[0])
+                for link in FINGER_JOINTS
+            ]
+            jac[i] = 0.5 * (linear[0] + linear[1])[:, :ACTUATED]
+        return jac
+
+    def joint_velocities(self) -> np.ndarray:
+        return self.dq[:, :ACTUATED].copy()
+
+    def close(self) -> None:
+        for cid, _ in [*self.clients, self._probe]:
+            try:
+                pybullet.disconnect(physicsClientId=cid)
+            except pybullet.error:
+                pass
+        self.clients = []
+
+    def __del__(self) -> None:  # DIRECT clients are process-global; do not leak them
+        if getattr(self, "clients", None):
+            self.close()

@@ -1,0 +1,33 @@
+"""The README's results table, generated from model directories' ``eval.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _fmt(value, pattern: str) -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def results_table(model_dirs: list[Path]) -> str:
+    header = ("| model | task | episodes | success | success 2 cm | median final | p90 final "
+              "| classical success / median | parameters | train wall time |\n"
+              "|---|---|---|---|---|---|---|---|---|---|")
+    rows = [header]
+    for d in model_dirs:
+        path = Path(d) / "eval.json"
+        if not path.exists():
+            continue
+        e = json.loads(path.read_text())
+        unit = "m" if e["distance_unit"] == "m" else ""
+        c = e["classical"]
+        wall = e.get("training", {}).get("wall_time_s")
+        rows.append(
+            f"| `{Path(d).name}` | {e['task']} | {e['episodes']} | {e['success_rate']:.1%} "
+            f"| {_fmt(e.get('success_rate_2cm'), '{:.1%}')} "
+            f"| {e['final_distance_median_m']:.4f} {unit} | {e['final_distance_p90_m']:.4f} {unit} "
+            f"| {c['success_rate']:.1%} / {c['final_distance_median_m']:.4f} {unit} "
+            f"| {e['parameters']:,} | {_fmt(wall and wall / 60, '{:.1f} min')} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,120 @@
+"""A stack of spiking layers with analog input and a leaky-integrator readout.
+
+One call of :meth:`SpikingNet.step` is one control step: the analog input is scaled by
+a learnable per-feature gain, projected once, and held for ``substeps`` neural
+substeps; spikes pass to the next layer within the same substep (no per-layer delay);
+the readout potential after the last substep is the output.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from .neurons import LeakyReadout, NeuronState, ReadoutState, SpikingLayer
+from .surrogate import Surrogate
+
+
+class SpikingNetState(NamedTuple):
+    layers: tuple[NeuronState, ...]
+    readout: ReadoutState
+
+    def detach(self) -> "SpikingNetState":
+        return SpikingNetState(tuple(s.detach() for s in self.layers), self.readout.detach())
+
+
+class SpikingNet(nn.Module):
+    """Analog input ``(B, in_features)`` -> spiking layers -> readout ``(B, out_features)``.
+
+    Args:
+        hidden: neurons per layer.
+        recurrent: per layer, whether it has a recurrent connection.
+        rank: bottleneck rank of spiking-to-spiking connections (None: dense).
+        substeps: neural substeps per control step (input held).
+        neuron: keyword arguments for every :class:`SpikingLayer` (time constants, xi, ...).
+        readout_tau_mem, readout_tau_syn: readout time constants in seconds.
+        init_rate_hz: presynaptic rate assumed by the fluctuation-driven initialisation.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        hidden: Sequence[int],
+        recurrent: Sequence[bool],
+        rank: int | None,
+        substeps: int,
+        surrogate: Surrogate,
+        dt: float,
+        tau_mem: float,
+        tau_syn: float,
+        tau_ada: float,
+        xi: float,
+        learn_tau: bool,
+        readout_tau_mem: float,
+        readout_tau_syn: float,
+        init_rate_hz: float = 20.0,
+    ) -> None:
+        super().__init__()
+        if len(hidden) != len(recurrent) or not hidden:
+            raise ValueError("hidden and recurrent must be non-empty and of equal length")
+        if substeps < 1:
+            raise ValueError(f"substeps must be >= 1, got {substeps}")
+        self.substeps, self.dt, self.surrogate = substeps, dt, surrogate
+        self.input_gain = nn.Parameter(torch.ones(in_features))
+        sizes = [in_features, *hidden]
+        self.layers = nn.ModuleList(
+            SpikingLayer(
+                sizes[i], sizes[i + 1], recurrent=recurrent[i], rank=rank,
+                analog_input=(i == 0), dt=dt, tau_mem=tau_mem, tau_syn=tau_syn,
+                tau_ada=tau_ada, xi=xi, learn_tau=learn_tau, surrogate=surrogate,
+                init_rate_hz=init_rate_hz,
+            )
+            for i in range(len(hidden))
+        )
+        self.readout = LeakyReadout(
+            hidden[-1], out_features, dt=dt, tau_mem=readout_tau_mem,
+            tau_syn=readout_tau_syn, learn_tau=learn_tau,
+        )
+        # Spike totals per layer and (substep x batch) count since reset_counts(), when
+        # count_spikes is on (evaluation); training leaves it off.
+        self.count_spikes = False
+        self.spike_counts = [0.0] * len(hidden)
+        self.counted_substeps = 0
+
+    def set_slope(self, slope: float) -> None:
+        """Change the surrogate slope of every layer (shared object), e.g. on a schedule."""
+        self.surrogate.slope = float(slope)
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> SpikingNetState:
+        return SpikingNetState(
+            tuple(layer.initial_state(batch, like) for layer in self.layers),
+            self.readout.initial_state(batch, like),
+        )
+
+    def reset_counts(self) -> None:
+        self.spike_counts = [0.0] * len(self.layers)
+        self.counted_substeps = 0
+
+    def step(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
+        """One control step: ``x`` ``(B, in)`` -> readout potential ``(B, out)``, new state."""
+        decays = [layer.decays() for layer in self.layers]
+        readout_decays = self.readout.decays()
+        held_drive = self.layers[0].input(x * self.input_gain)
+        layer_states = list(state.layers)
+        readout = state.readout
+        for _ in range(self.substeps):
+            spikes = None
+            for i, layer in enumerate(self.layers):
+                drive = held_drive if i == 0 else layer.input(spikes)
+                layer_states[i] = layer.step(drive, layer_states[i], decays[i])
+                spikes = layer_states[i].spikes
+                if self.count_spikes:
+                    self.spike_counts[i] += float(spikes.detach().sum())
+            readout = self.readout.step(spikes, readout, readout_decays)
+        if self.count_spikes:
+            self.counted_substeps += self.substeps * x.shape[0]
+        return readout.output, SpikingNetState(tuple(layer_states), readout)

@@ -1,0 +1,1 @@
+"""Predictive-control training: replay, collection, trainer, checkpoints, evaluation."""

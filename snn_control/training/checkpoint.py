@@ -1,0 +1,85 @@
+"""Model directories: weights, I/O spec and the config that trained them.
+
+Layout of a model directory::
+
+    model.pt        tensors only (predictor and policy state dicts), loaded with
+                    ``torch.load(weights_only=True)``: no pickled code is executed
+    io_spec.json    the I/O spec (DESIGN.md section 6)
+    config.yaml     the experiment config that trained the model
+    eval.json       written by ``snn-control eval``
+
+Training also keeps ``train_state.pt`` (optimizers, iteration, RNG) and
+``replay.npz`` there, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .. import config as config_mod
+from ..models import IOSpec, IOSpecMismatch, build_networks
+
+
+class CheckpointError(RuntimeError):
+    """A model directory that is missing, incomplete or corrupt; the message names the file."""
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write through a temporary file and rename, so a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_model(directory: Path, predictor, policy, io_spec: IOSpec, config: config_mod.ExperimentConfig) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {"predictor": predictor.state_dict(), "policy": policy.state_dict()}
+    atomic_write_bytes(directory / "model.pt", lambda p: torch.save(tensors, p))
+    atomic_write_bytes(directory / "io_spec.json",
+                       lambda p: p.write_text(json.dumps(io_spec.to_dict(), indent=2) + "\n"))
+    atomic_write_bytes(directory / "config.yaml",
+                       lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
+
+
+def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = None):
+    """Returns ``(predictor, policy, io_spec, config)`` in eval mode.
+
+    Raises :class:`CheckpointError` for a missing or corrupt directory and
+    :class:`IOSpecMismatch` when ``expected_spec`` entries differ from the checkpoint's.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such model directory")
+    for name in ("model.pt", "io_spec.json", "config.yaml"):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory / name}: missing (a model directory needs model.pt, io_spec.json, config.yaml)")
+    try:
+        spec = IOSpec.from_dict(json.loads((directory / "io_spec.json").read_text()), str(directory / "io_spec.json"))
+    except (json.JSONDecodeError, TypeError, IOSpecMismatch) as exc:
+        raise CheckpointError(f"{directory / 'io_spec.json'}: corrupt I/O spec ({exc})") from None
+    if expected_spec:
+        spec.check(expected_spec, source=str(directory))
+    try:
+        config = config_mod.load(directory / "config.yaml")
+    except config_mod.ConfigError as exc:
+        raise CheckpointError(f"{directory / 'config.yaml'}: {exc}") from None
+    try:
+        tensors = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated/foreign files
+        raise CheckpointError(f"{directory / 'model.pt'}: corrupt or not a weights file ({exc})") from None
+    if not isinstance(tensors, dict) or set(tensors) != {"predictor", "policy"}:
+        raise CheckpointError(f"{directory / 'model.pt'}: expected 'predictor' and 'policy' weights")
+    predictor, policy = build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim)
+    for name, net in (("predictor", predictor), ("policy", policy)):
+        try:
+            net.load_state_dict(tensors[name])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{directory / 'model.pt'}: {name} weights do not fit config.yaml ({exc})") from None
+        net.eval()
+    return predictor, policy, spec, config

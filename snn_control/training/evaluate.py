@@ -1,0 +1,195 @@
+"""Evaluation on fixed, seeded held-out goals that training never sees.
+
+``evaluate(model_dir)`` rolls the policy (deterministic, no exploration noise) and the
+classical reference on the same (start, goal) pairs and returns the eval JSON (the
+contract other tools read; see README). Held-out pairs come from their own RNG
+(``HELDOUT_ENTROPY``), disjoint from training's ``[seed, stream]`` streams.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..classical import run_classical
+from ..envs import BatchedReachEnv, make_batch
+from ..models import parameter_count, spiking_nets
+from ..spiking import LowRankLinear
+from .checkpoint import load_model
+from .collect import rollout
+
+HELDOUT_ENTROPY = 20250916  # seed 000's arXiv date; held-out goals use [this, eval seed]
+HELDOUT_EPISODES = {"reacher": 256, "panda": 128}  # the full held-out set per task
+OPEN_LOOP_STEPS = 50
+WARMUP_STEPS = 5
+
+
+def heldout_tasks(env: BatchedReachEnv, episodes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``episodes`` held-out (start, goal) pairs of set ``seed``."""
+    return env.sample_tasks(np.random.default_rng([HELDOUT_ENTROPY, seed]), episodes)
+
+
+def reach_metrics(env: BatchedReachEnv, obs: np.ndarray, goals: np.ndarray) -> dict[str, Any]:
+    """Metrics of trajectories ``obs (N, T+1, O)`` towards ``goals (N, G)``."""
+    spec = env.spec
+    distance = env.distance(obs, goals[:, None, :])  # (N, T+1)
+    reached = env.success(obs, goals[:, None, :])  # (N, T+1)
+    final = distance[:, -1]
+    first = np.where(reached.any(axis=1), reached.argmax(axis=1), -1)
+    times = first[first >= 0] * spec.control_period_s
+    out = {
+        "success_rate": float(reached[:, -1].mean()),
+        "final_distance_median_m": float(np.median(final)),
+        "final_distance_p90_m": float(np.percentile(final, 90)),
+        "final_distance_mean_m": float(final.mean()),
+        "time_to_reach_median_s": float(np.median(times)) if times.size else None,
+        "reached_at_least_once_rate": float((first >= 0).mean()),
+        "cumulative_distance_mean": float(distance.sum(axis=1).mean() * spec.control_period_s),
+    }
+    if spec.task == "panda":
+        out["success_rate_2cm"] = float((final <= 0.02).mean())
+    return out
+
+
+@torch.no_grad()
+def predictor_metrics(predictor, obs: np.ndarray, actions: np.ndarray, effector: tuple[int, int]) -> dict[str, Any]:
+    """One-step and 50-step open-loop prediction error against two naive predictors.
+
+    Errors: mean squared error over all observation entries in units of each entry's
+    typical one-step change (``delta_scale``), and the effector position error in the
+    task's distance unit. "No change" predicts the last state; "linear" extrapolates the
+    last change.
+    """
+    o = torch.as_tensor(obs.transpose(1, 0, 2))  # (T+1, N, O)
+    a = torch.as_tensor(actions.transpose(1, 0, 2))
+    scale = predictor.delta_scale
+    eff = slice(*effector)
+    n = o.shape[1]
+
+    def errors(pred: torch.Tensor, real: torch.Tensor) -> tuple[float, float]:
+        mse = float((((pred - real) / scale) ** 2).mean())
+        return mse, float((pred[..., eff] - real[..., eff]).norm(dim=-1).mean())
+
+    state = predictor.initial_state(n, o)
+    one_step = []
+    for t in range(o.shape[0] - 1):
+        pred, state = predictor.step(o[t], a[t], state)
+        one_step.append(pred)
+    one = torch.stack(one_step)[1:]  # skip t = 0 (no previous change for "linear")
+    real = o[2:]
+    linear = o[1:-1] + (o[1:-1] - o[:-2])
+    result: dict[str, Any] = {"one_step": {}, f"open_loop_{OPEN_LOOP_STEPS}": {}}
+    for name, guess in (("model", one), ("no_change", o[1:-1]), ("linear", linear)):
+        mse, eff_err = errors(guess, real)
+        result["one_step"][name] = {"mse_normalised": mse, "effector_error": eff_err}
+
+    t0 = WARMUP_STEPS
+    horizon = min(OPEN_LOOP_STEPS, o.shape[0] - 1 - t0)
+    state = predictor.initial_state(n, o)
+    for t in range(t0):
+        _, state = predictor.step(o[t], a[t], state)
+    current = o[t0]
+    for t in range(t0, t0 + horizon):
+        current, state = predictor.step(current, a[t], state)
+    real_end = o[t0 + horizon]
+    guesses = {
+        "model": current,
+        "no_change": o[t0],
+        "linear": o[t0] + horizon * (o[t0] - o[t0 - 1]),
+    }
+    for name, guess in guesses.items():
+        mse, eff_err = errors(guess, real_end)
+        result[f"open_loop_{OPEN_LOOP_STEPS}"][name] = {"mse_normalised": mse, "effector_error": eff_err}
+    return result
+
+
+def synaptic_operations(net, spike_counts: list[float], steps: int) -> dict[str, float]:
+    """Per control step (batch 1): spike-driven synaptic events and dense multiply-adds.
+
+    A spike into a dense connection costs one event per target; into a rank-d bottleneck,
+    d events (W1 column) and then the d x n up-projection runs densely every substep.
+    The analog input projection runs once per control step (input held).
+    """
+    events, macs = 0.0, 0.0
+    layers = list(net.layers)
+    first = layers[0].input
+    macs += first.in_features * first.out_features
+    for i, layer in enumerate(layers):
+        outgoing = [layer.recurrent] if layer.recurrent is not None else []
+        outgoing.append(layers[i + 1].input if i + 1 < len(layers) else net.readout.weight)
+        spikes_per_step = spike_counts[i] / steps
+        for conn in outgoing:
+            if isinstance(conn, LowRankLinear):
+                events += spikes_per_step * conn.rank
+                macs += conn.rank * conn.out_features * net.substeps
+            else:
+                events += spikes_per_step * conn.out_features
+    return {"spike_events": events, "dense_macs": macs}
+
+
+def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0) -> dict[str, Any]:
+    predictor, policy, spec, config = load_model(model_dir)
+    torch.set_num_threads(config.train.threads)
+    episodes = episodes or HELDOUT_EPISODES[spec.task]
+    env = make_batch(spec.task, episodes, config.env)
+    try:
+        starts, goals = heldout_tasks(env, episodes, seed)
+        nets = {"predictor": spiking_nets(predictor), "policy": spiking_nets(policy)}
+        for group in nets.values():
+            for net in group:
+                net.count_spikes = True
+                net.reset_counts()
+        rolled = rollout(env, policy, starts, goals)
+        # Predictor firing is measured while it predicts along the same episodes.
+        pred_err = predictor_metrics(predictor, rolled.obs, rolled.actions, spec.effector)
+        firing, synops = {}, {}
+        for name, group in nets.items():
+            for net in group:
+                for i, count in enumerate(net.spike_counts):
+                    neural_time = net.counted_substeps * net.dt
+                    firing[f"{name}.layer{i + 1}"] = count / (neural_time * net.layers[i].size)
+                control_steps = net.counted_substeps / net.substeps
+                synops[name] = synaptic_operations(net, net.spike_counts, control_steps)
+                net.count_spikes = False
+        result: dict[str, Any] = {
+            "task": spec.task,
+            "model_kind": config.model.kind,
+            "episodes": episodes,
+            "seed": seed,
+            **reach_metrics(env, rolled.obs, goals),
+            "distance_unit": spec.distance_unit,
+            "success_criterion": ("|dx|, |dy| <= 0.05 normalised" if spec.task == "reacher"
+                                  else "final distance <= 0.05 m"),
+            "parameters": parameter_count(predictor) + parameter_count(policy),
+            "parameters_predictor": parameter_count(predictor),
+            "parameters_policy": parameter_count(policy),
+            "firing_rate_hz": firing,
+            "synaptic_ops_per_step": synops,
+            "predictor": pred_err,
+            "classical": reach_metrics(env, run_classical(env, starts, goals), goals),
+            "training": _training_summary(Path(model_dir)),
+        }
+        result["_trajectories"] = {"policy": rolled.obs, "goals": goals}
+        return result
+    finally:
+        env.close()
+
+
+def _training_summary(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return {}
+    return {"iterations": rows[-1]["iteration"], "wall_time_s": rows[-1].get("time/elapsed_s")}
+
+
+def write_eval(result: dict[str, Any], out: Path) -> None:
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(public, indent=2) + "\n")

@@ -1,0 +1,76 @@
+"""PNG figures for evaluation: reach trajectories and training curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_reach(result: dict[str, Any], effector: tuple[int, int], control_period: float, path: Path) -> None:
+    """Distance to goal over time for every held-out episode, plus effector paths (top view)."""
+    obs, goals = result["_trajectories"]["policy"], result["_trajectories"]["goals"]
+    eff = obs[..., effector[0]:effector[1]]
+    distance = np.linalg.norm(eff - goals[:, None, :], axis=-1)
+    t = np.arange(distance.shape[1]) * control_period
+    unit = result["distance_unit"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+    ax1.plot(t, distance.T, color="tab:blue", alpha=0.15, lw=0.8)
+    ax1.plot(t, np.median(distance, axis=0), color="black", lw=2, label="median")
+    radius = 0.05
+    ax1.axhline(radius, color="tab:red", ls="--", label=f"success radius {radius} {unit}")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("time [s]")
+    ax1.set_ylabel(f"effector-goal distance [{unit}]")
+    ax1.set_title(f"{result['task']} {result['model_kind']}: success {result['success_rate']:.0%} "
+                  f"(classical {result['classical']['success_rate']:.0%})")
+    ax1.legend()
+    for i in range(min(24, eff.shape[0])):
+        line = ax2.plot(eff[i, :, 0], eff[i, :, 1], lw=1)[0]
+        ax2.plot(goals[i, 0], goals[i, 1], "*", color=line.get_color(), ms=10)
+        ax2.plot(eff[i, 0, 0], eff[i, 0, 1], "o", color=line.get_color(), ms=4)
+    ax2.set_aspect("equal")
+    ax2.set_xlabel(f"x [{unit}]")
+    ax2.set_ylabel(f"y [{unit}]")
+    ax2.set_title("effector paths (o start, * goal), top view")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_training(metrics_path: Path, path: Path) -> bool:
+    """Losses and success over training iterations from ``metrics.jsonl``; False if absent."""
+    if not metrics_path.exists():
+        return False
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return False
+    it = [r["iteration"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot(it, [r["losses/predictor"] for r in rows])
+    axes[0].set_title("predictor loss (normalised MSE)")
+    axes[0].set_yscale("log")
+    axes[1].plot(it, [r["charts/imagined_distance"] for r in rows], label="imagined (policy loss)")
+    axes[1].plot(it, [r["collect/final_distance_median"] for r in rows], label="collected, final median")
+    axes[1].set_title("distance to goal")
+    axes[1].set_yscale("log")
+    axes[1].legend()
+    axes[2].plot(it, [r["collect/success_rate"] for r in rows], label="collection (with noise)")
+    val = [(r["iteration"], r["validation/success_rate"]) for r in rows if "validation/success_rate" in r]
+    if val:
+        axes[2].plot(*zip(*val), "o-", label="validation")
+    axes[2].set_title("success rate")
+    axes[2].set_ylim(0, 1)
+    axes[2].legend()
+    for ax in axes:
+        ax.set_xlabel("iteration")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

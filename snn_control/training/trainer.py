@@ -1,0 +1,277 @@
+"""Predictive-control training (seed 000): learn a forward model, then a policy through it.
+
+Each iteration:
+  1. collect one episode in each of ``train.envs`` parallel envs with the current policy
+     (the first ``random_iterations`` use smooth random torques) into the replay;
+  2. ``predictor_updates`` updates: warm up ``warmup`` real steps, unroll ``unroll`` steps
+     feeding the real state with probability ``teacher_forcing``; loss: MSE of the next
+     state, each entry in units of its typical one-step change (``delta_scale``);
+  3. ``policy_updates`` updates: warm up both nets on real steps, then imagine ``unroll``
+     steps (policy -> action -> predictor -> next state) from the last real state; loss:
+     mean squared effector-to-goal distance of the imagined states. Only the policy's
+     parameters step; gradients flow through the predictor's surrogate gradients.
+
+The run directory is a model directory (see ``checkpoint``) plus ``train_state.pt``,
+``replay.npz``, ``metrics.jsonl`` and TensorBoard event files; ``fit`` resumes from them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import ExperimentConfig
+from ..envs import make_batch
+from ..models import IOSpec, build_networks, detach_state
+from .checkpoint import atomic_write_bytes, save_model
+from .collect import rollout
+from .replay import EpisodicReplay
+
+TRAIN_STREAM, VALIDATION_STREAM = 1, 2  # RNG streams; held-out evaluation uses its own seed
+
+
+def io_spec_for(config: ExperimentConfig, env_spec) -> IOSpec:
+    snn = config.model.kind == "snn"
+    scaling = {
+        "reacher": "hand (x, y) / 0.9 m; sin, cos of both joints; joint velocity / (pi/2) rad/s",
+        "panda": "joint position scaled to [-1, 1] by its limits; joint velocity / velocity limit; "
+                 "effector position in m (base frame)",
+    }[config.task]
+    return IOSpec(
+        task=config.task, joint_names=env_spec.joint_names, obs_names=env_spec.obs_names,
+        obs_scaling=scaling, effector=env_spec.effector, goal_dim=env_spec.goal_dim,
+        act_dim=env_spec.act_dim, action_scale=tuple(env_spec.action_scale),
+        control_period_s=env_spec.control_period_s, substeps=config.model.substeps if snn else 0,
+        neural_dt_s=config.model.dt if snn else 0.0, distance_unit=env_spec.distance_unit,
+    )
+
+
+def make_optimizer(module: nn.Module, lr: float, tau_lr: float) -> torch.optim.Optimizer:
+    """Adam with time constants (``log_tau*``) in their own group."""
+    taus, weights = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (taus if name.split(".")[-1].startswith("log_tau") else weights).append(p)
+    groups = [{"params": weights, "lr": lr}]
+    if taus:
+        groups.append({"params": taus, "lr": tau_lr})
+    return torch.optim.Adam(groups)
+
+
+def _obs_to_torch(*arrays: np.ndarray) -> list[torch.Tensor]:
+    return [torch.as_tensor(a, dtype=torch.float32) for a in arrays]
+
+
+class Trainer:
+    def __init__(self, config: ExperimentConfig, run_dir: str | Path) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        torch.set_num_threads(config.train.threads)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng([config.seed, TRAIN_STREAM])
+        t = config.train
+        self.env = make_batch(config.task, t.envs, config.env)
+        spec = self.env.spec
+        self.io_spec = io_spec_for(config, spec)
+        self.predictor, self.policy = build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim)
+        self.pred_opt = make_optimizer(self.predictor, t.lr, t.tau_lr)
+        self.policy_opt = make_optimizer(self.policy, t.lr, t.tau_lr)
+        self.replay = EpisodicReplay(t.replay_episodes, spec.episode_steps, spec.obs_dim, spec.act_dim, spec.goal_dim)
+        self.iteration = 0
+        self.elapsed_s = 0.0  # wall time spent training, summed over resumed runs
+        self.effector = slice(*spec.effector)
+
+    # -- updates --------------------------------------------------------------------------
+    def teacher_forcing(self) -> float:
+        t = self.config.train
+        if t.teacher_forcing_final is None:
+            return t.teacher_forcing
+        frac = self.iteration / max(1, t.iterations - 1)
+        return t.teacher_forcing + frac * (t.teacher_forcing_final - t.teacher_forcing)
+
+    def predictor_update(self) -> float:
+        t = self.config.train
+        obs, actions, _ = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup + t.unroll))
+        state = self.predictor.initial_state(t.batch, obs)
+        scale = self.predictor.delta_scale
+        p_real = self.teacher_forcing()
+        loss = obs.new_zeros(())
+        current = obs[0]
+        for k in range(t.warmup + t.unroll):
+            predicted, state = self.predictor.step(current, actions[k], state)
+            if k >= t.warmup:
+                loss = loss + (((predicted - obs[k + 1]) / scale) ** 2).mean()
+            if k + 1 < t.warmup or p_real >= 1.0:
+                current = obs[k + 1]
+            else:
+                use_real = (torch.rand(t.batch, 1) < p_real).float()
+                current = use_real * obs[k + 1] + (1 - use_real) * predicted
+        loss = loss / t.unroll + t.weight_l2 * _weight_l2(self.predictor)
+        self.pred_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.predictor.parameters(), t.grad_clip)
+        self.pred_opt.step()
+        return float(loss.detach())
+
+    def policy_update(self) -> dict[str, float]:
+        t = self.config.train
+        obs, actions, goals = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup))
+        pred_state = self.predictor.initial_state(t.batch, obs)
+        pol_state = self.policy.initial_state(t.batch, obs)
+        self.predictor.requires_grad_(False)
+        try:
+            with torch.no_grad():  # warm-up on real steps: states only
+                for k in range(t.warmup):
+                    _, _, pol_state = self.policy.step(obs[k], goals, pol_state)
+                    _, pred_state = self.predictor.step(obs[k], actions[k], pred_state)
+            imagined = obs[t.warmup]
+            distance = obs.new_zeros(())
+            penalty = obs.new_zeros(())
+            previous = None
+            for _ in range(t.unroll):
+                action, potential, pol_state = self.policy.step(imagined, goals, pol_state)
+                imagined, pred_state = self.predictor.step(imagined, action, pred_state)
+                squared = ((imagined[:, self.effector] - goals) ** 2).sum(-1)
+                if t.distance_loss == "euclidean":  # epsilon keeps the gradient finite at 0
+                    distance = distance + (squared + 1e-6).sqrt().mean()
+                else:
+                    distance = distance + squared.mean()
+                excess = (potential.abs() - t.readout_bound).clamp(min=0)
+                penalty = penalty + t.readout_penalty * (excess**2).mean()
+                if t.action_l2:
+                    penalty = penalty + t.action_l2 * (action**2).mean()
+                if t.action_smoothness and previous is not None:
+                    penalty = penalty + t.action_smoothness * ((action - previous) ** 2).mean()
+                previous = action
+            loss = (distance + penalty) / t.unroll + t.weight_l2 * _weight_l2(self.policy)
+            self.policy_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip)
+            self.policy_opt.step()
+        finally:
+            self.predictor.requires_grad_(True)
+            for name, p in self.predictor.named_parameters():  # keep fixed taus fixed
+                if name.split(".")[-1].startswith("log_tau") and not self.config.model.learn_tau:
+                    p.requires_grad_(False)
+        mean = float(distance.detach()) / t.unroll
+        return {"loss": float(loss.detach()),
+                "imagined_distance": mean if t.distance_loss == "euclidean" else math.sqrt(mean)}
+
+    # -- loop -----------------------------------------------------------------------------
+    def collect(self) -> dict[str, float]:
+        t = self.config.train
+        starts, goals = self.env.sample_tasks(self.rng, t.envs)
+        random = self.iteration < t.random_iterations
+        self.policy.eval()
+        episodes = rollout(self.env, self.policy, starts, goals, rng=self.rng,
+                           noise=t.exploration_noise, random_actions=random)
+        self.policy.train()
+        self.replay.add(episodes.obs, episodes.actions, episodes.goals)
+        final = episodes.obs[:, -1]
+        return {
+            "collect/final_distance_median": float(np.median(self.env.distance(final, goals))),
+            "collect/success_rate": float(np.mean(self.env.success(final, goals))),
+        }
+
+    def validate(self) -> dict[str, float]:
+        t = self.config.train
+        rng = np.random.default_rng([self.config.seed, VALIDATION_STREAM])
+        env = self.env if t.eval_episodes == t.envs else make_batch(self.config.task, t.eval_episodes, self.config.env)
+        starts, goals = env.sample_tasks(rng, env.num_envs)
+        self.policy.eval()
+        final = rollout(env, self.policy, starts, goals).obs[:, -1]
+        self.policy.train()
+        if env is not self.env:
+            env.close()
+        return {
+            "validation/success_rate": float(np.mean(env.success(final, goals))),
+            "validation/final_distance_median": float(np.median(env.distance(final, goals))),
+        }
+
+    def fit(self, progress: bool = True) -> dict[str, Any]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        t = self.config.train
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._resume()
+        writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        bar = tqdm(total=t.iterations, initial=self.iteration, disable=not progress,
+                   desc=f"train {self.config.task}/{self.config.model.kind}", unit="it")
+        last: dict[str, Any] = {}
+        try:
+            while self.iteration < t.iterations:
+                start = time.perf_counter()
+                metrics = self.collect()
+                if self.iteration == 0:
+                    self.predictor.delta_scale.copy_(
+                        torch.as_tensor(np.maximum(self.replay.delta_std(), 1e-4), dtype=torch.float32))
+                t0 = time.perf_counter()
+                pred_losses = [self.predictor_update() for _ in range(t.predictor_updates)]
+                t1 = time.perf_counter()
+                pol = [self.policy_update() for _ in range(t.policy_updates)]
+                t2 = time.perf_counter()
+                metrics.update({
+                    "losses/predictor": float(np.mean(pred_losses)),
+                    "losses/policy": float(np.mean([p["loss"] for p in pol])) if pol else float("nan"),
+                    "charts/imagined_distance": float(np.mean([p["imagined_distance"] for p in pol])) if pol else float("nan"),
+                    "charts/teacher_forcing": self.teacher_forcing(),
+                    "time/collect_s": t0 - start, "time/predictor_s": t1 - t0, "time/policy_s": t2 - t1,
+                })
+                self.iteration += 1
+                if t.eval_every and (self.iteration % t.eval_every == 0 or self.iteration == t.iterations):
+                    metrics.update(self.validate())
+                self.elapsed_s += time.perf_counter() - start
+                metrics["time/elapsed_s"] = self.elapsed_s
+                for key, value in metrics.items():
+                    writer.add_scalar(key, value, self.iteration)
+                with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps({"iteration": self.iteration, **metrics}) + "\n")
+                self._checkpoint()
+                bar.set_postfix(pred=f"{metrics['losses/predictor']:.3g}",
+                                dist=f"{metrics['collect/final_distance_median']:.3f}")
+                bar.update(1)
+                last = metrics
+        finally:
+            bar.close()
+            writer.close()
+        return last
+
+    def _checkpoint(self) -> None:
+        save_model(self.run_dir, self.predictor, self.policy, self.io_spec, self.config)
+        state = {
+            "iteration": self.iteration, "elapsed_s": self.elapsed_s,
+            "pred_opt": self.pred_opt.state_dict(), "policy_opt": self.policy_opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+        }
+        atomic_write_bytes(self.run_dir / "train_state.pt", lambda p: torch.save(state, p))
+        atomic_write_bytes(self.run_dir / "replay.npz", self.replay.save)
+
+    def _resume(self) -> None:
+        path = self.run_dir / "train_state.pt"
+        if not path.exists():
+            return
+        from .checkpoint import load_model
+
+        predictor, policy, _, _ = load_model(self.run_dir, self.io_spec.to_dict())
+        self.predictor.load_state_dict(predictor.state_dict())
+        self.policy.load_state_dict(policy.state_dict())
+        state = torch.load(path, weights_only=True)
+        self.iteration, self.elapsed_s = int(state["iteration"]), float(state["elapsed_s"])
+        self.pred_opt.load_state_dict(state["pred_opt"])
+        self.policy_opt.load_state_dict(state["policy_opt"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+        self.replay.load(self.run_dir / "replay.npz")
+
+
+def _weight_l2(module: nn.Module) -> torch.Tensor:
+    return sum((p**2).sum() for n, p in module.named_parameters() if p.requires_grad and "weight" in n)

@@ -1,0 +1,57 @@
+import pytest
+
+from snn_control import config as C
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load():
+    for name in ("reacher_snn", "panda_snn", "panda_gru"):
+        cfg = C.load(f"config/{name}.yaml")
+        assert cfg.task in ("reacher", "panda")
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = _write(tmp_path, "task: reacher\nmodel:\n  hiden: 12\n")
+    with pytest.raises(C.ConfigError, match=r"cfg.yaml.model: unknown key\(s\) \['hiden'\]"):
+        C.load(path)
+
+
+def test_unknown_env_key_is_named(tmp_path):
+    path = _write(tmp_path, "task: panda\nenv:\n  gravity: false\n")
+    with pytest.raises(C.ConfigError, match=r"env: unknown key\(s\) \['gravity'\]"):
+        C.load(path)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("model:\n  hidden: many\n", r"model.hidden: expected an integer, got 'many'"),
+    ("train:\n  lr: fast\n", r"train.lr: expected a number"),
+    ("model:\n  learn_tau: 1\n", r"model.learn_tau: expected true/false"),
+    ("model:\n  hidden: 1.5\n", r"model.hidden: expected an integer"),
+    ("task: walker\n", r"task: unknown task 'walker'"),
+    ("train:\n  teacher_forcing: 2\n", r"teacher_forcing: must lie in \[0, 1\]"),
+])
+def test_wrong_types_and_values(tmp_path, text, match):
+    with pytest.raises(C.ConfigError, match=match):
+        C.load(_write(tmp_path, text))
+
+
+def test_overrides_and_null_rank(tmp_path):
+    path = _write(tmp_path, "task: reacher\nmodel:\n  rank: 16\n")
+    cfg = C.load(path, ["train.iterations=3", "model.rank=null", "env.observe_velocity=false"])
+    assert cfg.train.iterations == 3 and cfg.model.rank is None and not cfg.env.observe_velocity
+    with pytest.raises(C.ConfigError, match="expected KEY=VALUE"):
+        C.load(path, ["train.iterations"])
+    with pytest.raises(C.ConfigError, match=r"unknown key\(s\) \['iters'\]"):
+        C.load(path, ["train.iters=3"])
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(C.ConfigError, match="no such config file"):
+        C.load(tmp_path / "nope.yaml")
+    with pytest.raises(C.ConfigError, match="not valid YAML"):
+        C.load(_write(tmp_path, "task: [unclosed\n"))

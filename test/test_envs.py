@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from snn_control.envs import EnvError, make_batch, make_gym_env
+from snn_control.envs.panda import PandaBatch
+from snn_control.envs.reacher import DAMPING, GAIN, MAX_OMEGA, ReacherBatch, ReacherConfig, hand_position
+
+
+@pytest.mark.parametrize("task", ["reacher", "panda"])
+def test_gymnasium_env_checker(task):
+    env = make_gym_env(task)
+    try:
+        check_env(env, skip_render_check=True)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("task", ["reacher", "panda"])
+def test_seeded_and_deterministic(task):
+    def run():
+        env = make_batch(task, 3)
+        obs, goals = env.reset(np.random.default_rng(7))
+        actions = np.random.default_rng(1).uniform(-1, 1, size=(20, 3, env.spec.act_dim))
+        trace = [obs] + [env.step(a) for a in actions]
+        env.close()
+        return np.stack(trace), goals
+
+    (a, ga), (b, gb) = run(), run()
+    assert np.array_equal(a, b) and np.array_equal(ga, gb)
+    other = make_batch(task, 3)
+    _, gc = other.reset(np.random.default_rng(8))
+    other.close()
+    assert not np.allclose(ga, gc)
+
+
+def test_reacher_dynamics_match_equations():
+    env = ReacherBatch(1, ReacherConfig())
+    env.reset_to(np.array([[0.3, -0.2]]), np.zeros((1, 2)))
+    u = np.array([[0.5, -1.0]])
+    omega = np.zeros(2)
+    q = np.array([0.3, -0.2])
+    for _ in range(30):
+        obs = env.step(u)
+        omega = np.clip(omega + 0.02 * (GAIN * u[0] - DAMPING * omega), -MAX_OMEGA, MAX_OMEGA)
+        q = q + 0.02 * omega
+    assert np.allclose(env.q[0], q) and np.allclose(obs[0, :2], hand_position(q))
+    assert np.allclose(obs[0, 6:8], omega / MAX_OMEGA)
+    assert obs.shape == (1, 8)
+    assert make_batch("reacher", 1, ReacherConfig(observe_velocity=False)).spec.obs_dim == 6
+
+
+def test_reacher_success_is_per_axis():
+    env = ReacherBatch(1)
+    obs = np.zeros((2, 8), dtype=np.float32)
+    goals = np.array([[0.049, 0.049], [0.051, 0.0]])
+    assert env.success(obs, goals).tolist() == [True, False]
+
+
+def test_panda_gravity_compensated_holds_still_and_torque_moves():
+    env = PandaBatch(2)
+    starts, goals = env.sample_tasks(np.random.default_rng(3), 2)
+    obs0 = env.reset_to(starts, goals)
+    obs = obs0
+    for _ in range(25):  # 0.5 s with zero torque: gravity compensated, the arm stays put
+        obs = env.step(np.zeros((2, 6)))
+    assert np.abs(obs - obs0).max() < 1e-3
+    for _ in range(5):
+        obs = env.step(np.full((2, 6), 0.2))
+    assert np.abs(obs[:, :6] - obs0[:, :6]).max() > 0.01
+    env.close()
+
+
+def test_panda_torque_rate_limit():
+    env = PandaBatch(1)
+    starts, goals = env.sample_tasks(np.random.default_rng(0), 1)
+    env.reset_to(starts, goals)
+    env.step(np.ones((1, 6)))
+    # 1000 N m/s for 20 ms: at most 20 N m after one control step from 0 (wrist: its 12 N m)
+    assert np.allclose(env.applied[0], [20.0, 20.0, 20.0, 20.0, 12.0, 12.0])
+    env.close()
+
+
+def test_panda_goals_reachable_and_above_table():
+    env = PandaBatch(1)
+    _, goals = env.sample_tasks(np.random.default_rng(5), 20)
+    assert goals.shape == (20, 3)
+    assert np.all(goals[:, 2] >= env.config.min_goal_height)
+    assert np.all(np.linalg.norm(goals, axis=1) < 1.2)  # Panda reach is about 0.86 m from joint 2
+    env.close()
+
+
+@pytest.mark.parametrize("task", ["reacher", "panda"])
+def test_bad_actions_rejected(task):
+    env = make_batch(task, 2)
+    env.reset(np.random.default_rng(0))
+    bad = np.zeros((2, env.spec.act_dim))
+    bad[1, 0] = np.nan
+    with pytest.raises(EnvError, match="NaN or Inf"):
+        env.step(bad)
+    with pytest.raises(EnvError, match="actions must have shape"):
+        env.step(np.zeros((2, env.spec.act_dim + 1)))
+    env.close()

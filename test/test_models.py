@@ -1,0 +1,55 @@
+import torch
+
+from snn_control import config as C
+from snn_control.config import ModelConfig
+from snn_control.models import GRUPredictor, MLPPolicy, build_networks, parameter_count
+
+
+def test_spiking_nets_shapes_and_first_layer_recurrent():
+    pred, pol = build_networks(ModelConfig(hidden=32, rank=8, substeps=2), 15, 6, 3)
+    assert pred.net.layers[0].recurrent is not None and pred.net.layers[1].recurrent is None
+    assert all(layer.recurrent is None for layer in pol.net.layers)
+    obs, act, goal = torch.randn(4, 15), torch.rand(4, 6), torch.randn(4, 3)
+    nxt, _ = pred.step(obs, act, pred.initial_state(4, obs))
+    a, potential, _ = pol.step(obs, goal, pol.initial_state(4, obs))
+    assert nxt.shape == (4, 15) and a.shape == (4, 6)
+    assert torch.all(a.abs() <= 1) and torch.allclose(a, torch.tanh(potential))
+
+
+def test_parameter_counts():
+    pred, pol = build_networks(ModelConfig(hidden=32, rank=8, substeps=2), 10, 2, 2)
+    n, d = 32, 8
+    layer1 = (12 * n + n) + (d * n + n * d + n) + 3 * n  # input, low-rank recurrent, 3 taus
+    layer2 = (d * n + n * d + n) + 3 * n
+    readout = n * 10 + 10 + 2 * 10
+    assert parameter_count(pred) == 12 + layer1 + layer2 + readout  # 12 = input gains
+    gru, mlp = build_networks(ModelConfig(kind="gru", gru_hidden=500, mlp_hidden=500), 15, 6, 3)
+    assert parameter_count(gru) == 3 * (21 * 500 + 500 * 500 + 2 * 500) + 500 * 15 + 15
+    assert parameter_count(mlp) == 18 * 500 + 500 + 500 * 500 + 500 + 500 * 6 + 6
+
+
+def test_shipped_panda_snn_is_at_most_a_fifth_of_the_gru_baseline():
+    def total(name):
+        cfg = C.load(f"config/{name}.yaml")
+        pred, pol = build_networks(cfg.model, 15, 6, 3)
+        return parameter_count(pred) + parameter_count(pol)
+
+    assert 5 * total("panda_snn") <= total("panda_gru")
+
+
+def test_gru_carries_hidden_state_and_mlp_is_deterministic():
+    gru = GRUPredictor(4, 2, 16)
+    obs, act = torch.randn(3, 4), torch.randn(3, 2)
+    h0 = gru.initial_state(3, obs)
+    _, h1 = gru.step(obs, act, h0)
+    out_a, _ = gru.step(obs, act, h1)
+    out_b, _ = gru.step(obs, act, h0)
+    assert not torch.allclose(out_a, out_b)  # same input, different carried state
+    mlp = MLPPolicy(4, 2, 2, 16).eval()
+    goal = torch.randn(3, 2)
+    assert torch.equal(mlp.step(obs, goal, None)[0], mlp.step(obs, goal, None)[0])
+
+
+def test_fixed_time_constants_are_not_trainable():
+    pred, _ = build_networks(ModelConfig(hidden=16, rank=4, learn_tau=False), 4, 2, 2)
+    assert not any(p.requires_grad for n, p in pred.named_parameters() if "log_tau" in n)
