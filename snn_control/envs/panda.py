@@ -49,6 +49,10 @@ class PandaConfig:
     torque_scale: float = 1.0  # torque = action * torque_scale * limit; the shipped configs use
     # 0.25: at 1.0 the learned policy went bang-bang and sat on joint limits 30-75 % of the time
     torque_rate_limit: float = 1000.0  # N m/s at the joints (real Panda trips above it); 0: off
+    joint_damping: list[float] = field(default_factory=lambda: [0.0] * ACTUATED)  # N m s/rad,
+    # joints 1-6; the real Panda's unmodelled joint friction (about 0.3-1.3 N m identified by
+    # Gaz et al. 2019, not compensated by its torque interface) has this size at ~1 rad/s
+    limit_joint_velocity: bool = False  # clamp joint speeds at the Panda's velocity limits
     self_collision: bool = False  # in the dynamics; sampled starts/goals are always collision-free
     joint_range_fraction: float = 0.5  # starts/goals: neutral +- this share of each joint's range
     min_goal_height: float = 0.1  # m, end effector above the table
@@ -79,6 +83,8 @@ class PandaBatch(BatchedReachEnv):
         if not 0.0 < cfg.torque_scale <= 1.0:
             raise EnvError(f"torque_scale must lie in (0, 1], got {cfg.torque_scale}")
         flags = pybullet.URDF_USE_SELF_COLLISION if cfg.self_collision else 0
+        if len(cfg.joint_damping) != ACTUATED or min(cfg.joint_damping) < 0:
+            raise EnvError(f"joint_damping needs {ACTUATED} values >= 0, got {cfg.joint_damping}")
         self.clients = [self._connect(flags) for _ in range(num_envs)]
         self._probe = self._connect(
             pybullet.URDF_USE_SELF_COLLISION | pybullet.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
@@ -100,6 +106,10 @@ class PandaBatch(BatchedReachEnv):
             body, list(range(ACTUATED)), pybullet.VELOCITY_CONTROL, forces=[0.0] * ACTUATED,
             physicsClientId=cid,
         )
+        for j in range(ACTUATED):
+            extra = {"maxJointVelocity": float(VELOCITY_LIMIT[j])} if self.config.limit_joint_velocity else {}
+            pybullet.changeDynamics(body, j, jointDamping=float(self.config.joint_damping[j]),
+                                    physicsClientId=cid, **extra)
         return cid, body
 
     def _set_configuration(self, client: tuple[int, int], q7: np.ndarray) -> None:

@@ -29,8 +29,13 @@ WARMUP_STEPS = 5
 
 
 def heldout_tasks(env: BatchedReachEnv, episodes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``episodes`` held-out (start, goal) pairs of set ``seed``."""
-    return env.sample_tasks(np.random.default_rng([HELDOUT_ENTROPY, seed]), episodes)
+    """The first ``episodes`` held-out (start, goal) pairs of set ``seed``.
+
+    The whole set is drawn and then cut, so a smaller request is a prefix of a larger one.
+    """
+    size = max(episodes, HELDOUT_EPISODES[env.spec.task])
+    starts, goals = env.sample_tasks(np.random.default_rng([HELDOUT_ENTROPY, seed]), size)
+    return starts[:episodes], goals[:episodes]
 
 
 def reach_metrics(env: BatchedReachEnv, obs: np.ndarray, goals: np.ndarray) -> dict[str, Any]:

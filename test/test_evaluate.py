@@ -1,0 +1,56 @@
+import json
+
+import numpy as np
+import pytest
+
+from snn_control.classical import run_classical
+from snn_control.envs import make_batch
+from snn_control.training.evaluate import evaluate, heldout_tasks, reach_metrics
+
+CONTRACT = {"task", "episodes", "success_rate", "final_distance_median_m", "final_distance_p90_m",
+            "parameters", "firing_rate_hz"}
+
+
+def test_eval_json_contract(tiny_run):
+    result = evaluate(tiny_run, episodes=8, seed=0)
+    assert CONTRACT <= set(result)
+    assert result["task"] == "reacher" and result["episodes"] == 8
+    assert 0.0 <= result["success_rate"] <= 1.0
+    assert result["final_distance_p90_m"] >= result["final_distance_median_m"] >= 0
+    assert set(result["firing_rate_hz"]) == {"predictor.layer1", "predictor.layer2", "policy.layer1", "policy.layer2"}
+    assert all(rate > 0 for rate in result["firing_rate_hz"].values())
+    assert result["parameters"] == result["parameters_predictor"] + result["parameters_policy"]
+    pred = result["predictor"]
+    assert set(pred["one_step"]) == set(pred["open_loop_50"]) == {"model", "no_change", "linear"}
+    assert result["synaptic_ops_per_step"]["policy"]["spike_events"] > 0
+    json.dumps({k: v for k, v in result.items() if not k.startswith("_")})  # serialisable
+
+
+def test_heldout_goals_fixed_and_distinct_from_training():
+    env = make_batch("reacher", 4)
+    a = heldout_tasks(env, 4, seed=0)[1]
+    b = heldout_tasks(env, 4, seed=0)[1]
+    c = heldout_tasks(env, 4, seed=1)[1]
+    train = env.sample_tasks(np.random.default_rng([0, 1]), 4)[1]  # trainer's stream for seed 0
+    assert np.array_equal(a, b) and not np.allclose(a, c) and not np.allclose(a, train)
+    # "the first N": a smaller request is a prefix of a larger one
+    assert np.array_equal(heldout_tasks(env, 2)[1], a[:2])
+
+
+def test_reach_metrics_by_hand():
+    env = make_batch("reacher", 2)
+    obs = np.zeros((2, 3, 8), dtype=np.float32)
+    obs[0, :, 0] = [0.5, 0.04, 0.0]  # reaches goal (0, 0) at step 1
+    obs[1, :, 0] = [0.5, 0.4, 0.3]  # never within 0.05
+    m = reach_metrics(env, obs, np.zeros((2, 2)))
+    assert m["success_rate"] == 0.5
+    assert m["final_distance_median_m"] == pytest.approx(0.15)
+    assert m["time_to_reach_median_s"] == pytest.approx(0.02)
+    assert m["reached_at_least_once_rate"] == 0.5
+
+
+def test_classical_reference_reaches_reacher_goals():
+    env = make_batch("reacher", 32)
+    starts, goals = heldout_tasks(env, 32)
+    obs = run_classical(env, starts, goals)
+    assert reach_metrics(env, obs, goals)["success_rate"] >= 0.9
