@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from snn_control import config as C
@@ -53,3 +54,26 @@ def test_gru_carries_hidden_state_and_mlp_is_deterministic():
 def test_fixed_time_constants_are_not_trainable():
     pred, _ = build_networks(ModelConfig(hidden=16, rank=4, learn_tau=False), 4, 2, 2)
     assert not any(p.requires_grad for n, p in pred.named_parameters() if "log_tau" in n)
+
+
+def test_momentum_prior_fitted_from_data_predicts_constant_velocity_exactly():
+    import numpy as np
+
+    pred, _ = build_networks(ModelConfig(hidden=16, rank=4, momentum_prior=True), 2, 1, 1)
+    t = np.arange(51, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    # entry 0 moves at a constant (per-episode) speed; entry 1 is white noise (no momentum)
+    episodes = np.stack([np.stack([0.01 * rng.uniform(1, 2) * t, rng.normal(size=51)], axis=1)
+                         for _ in range(20)])
+    pred.calibrate(episodes.astype(np.float32))
+    alpha = torch.sigmoid(pred.momentum_logit).detach()
+    assert alpha[0] > 0.97 and alpha[1] < 0.1
+    with torch.no_grad():
+        for p in pred.net.readout.parameters():
+            p.zero_()  # network output 0: the prior alone
+        obs = torch.tensor([[0.10, 0.0], [0.11, 0.0]])
+        state = pred.initial_state(1, obs)
+        first, state = pred.step(obs[:1], torch.zeros(1, 1), state)
+        second, _ = pred.step(obs[1:], torch.zeros(1, 1), state)
+    assert torch.allclose(first, obs[:1])  # no previous observation yet: no momentum
+    assert second[0, 0].item() == pytest.approx(0.11 + alpha[0].item() * 0.01, abs=1e-6)

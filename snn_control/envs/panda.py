@@ -53,6 +53,10 @@ class PandaConfig:
     # joints 1-6; the real Panda's unmodelled joint friction (about 0.3-1.3 N m identified by
     # Gaz et al. 2019, not compensated by its torque interface) has this size at ~1 rad/s
     limit_joint_velocity: bool = False  # clamp joint speeds at the Panda's velocity limits
+    inertia_from_urdf: bool = False  # use the URDF's declared link inertias (0.1 kg m^2); by
+    # default pybullet recomputes them from collision shapes, which leaves the 6-joint mass
+    # matrix's weakest mode at 0.018 kg m^2 and the wrist at 0.05: far lighter than the geared
+    # real arm (its reflected rotor inertia; MuJoCo Menagerie's Panda uses armature 0.1)
     self_collision: bool = False  # in the dynamics; sampled starts/goals are always collision-free
     joint_range_fraction: float = 0.5  # starts/goals: neutral +- this share of each joint's range
     min_goal_height: float = 0.1  # m, end effector above the table
@@ -83,6 +87,8 @@ class PandaBatch(BatchedReachEnv):
         if not 0.0 < cfg.torque_scale <= 1.0:
             raise EnvError(f"torque_scale must lie in (0, 1], got {cfg.torque_scale}")
         flags = pybullet.URDF_USE_SELF_COLLISION if cfg.self_collision else 0
+        if cfg.inertia_from_urdf:
+            flags |= pybullet.URDF_USE_INERTIA_FROM_FILE
         if len(cfg.joint_damping) != ACTUATED or min(cfg.joint_damping) < 0:
             raise EnvError(f"joint_damping needs {ACTUATED} values >= 0, got {cfg.joint_damping}")
         self.clients = [self._connect(flags) for _ in range(num_envs)]

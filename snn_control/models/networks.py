@@ -3,8 +3,8 @@
 All share one interface, one control step per call, batch first:
 
 - ``Predictor.step(obs (B, O), action (B, A), state) -> (next_obs (B, O), state)``;
-  the network outputs the state change, scaled per entry by ``delta_scale`` (a buffer
-  fitted to the data), and ``next_obs = obs + change``.
+  the network outputs the state change beyond an optional momentum prior, scaled per
+  entry by ``delta_scale`` (see :class:`ForwardModel`).
 - ``Policy.step(obs (B, O), goal (B, G), state) -> (action (B, A), potential (B, A), state)``;
   ``action = tanh(potential)`` lies in [-1, 1].
 
@@ -14,8 +14,9 @@ All share one interface, one control step per call, batch first:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,27 +26,82 @@ from ..spiking import SpikingNet, Surrogate
 def detach_state(state: Any) -> Any:
     if state is None:
         return None
-    if isinstance(state, torch.Tensor):
-        return state.detach()
     return state.detach()
 
 
-class SpikingPredictor(nn.Module):
+class PredictorState(NamedTuple):
+    """A forward model's state: its network's state and the previous observation
+    ``(B, O)`` (None before the first step) for the momentum prior."""
+
+    core: Any
+    previous: torch.Tensor | None
+
+    def detach(self) -> "PredictorState":
+        return PredictorState(detach_state(self.core),
+                              None if self.previous is None else self.previous.detach())
+
+
+class ForwardModel(nn.Module):
+    """Shared output head of every predictor:
+
+        next = obs + alpha * (obs - previous) + delta_scale * network_output
+
+    ``alpha = sigmoid(momentum_logit)`` per entry is the momentum prior (off: 0): a
+    position moves on by its last change, a velocity mostly does not. The network only
+    learns what the prior misses. ``calibrate`` fits alpha and ``delta_scale`` (the
+    typical size of what is left) to data; both are saved with the weights.
+    """
+
+    def __init__(self, obs_dim: int, momentum_prior: bool) -> None:
+        super().__init__()
+        self.register_buffer("delta_scale", torch.ones(obs_dim))
+        self.momentum_logit = nn.Parameter(torch.zeros(obs_dim)) if momentum_prior else None
+
+    def core_initial_state(self, batch: int, like: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def core_step(self, x: torch.Tensor, core: Any) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> PredictorState:
+        return PredictorState(self.core_initial_state(batch, like), None)
+
+    def step(self, obs, action, state: PredictorState):
+        y, core = self.core_step(torch.cat([obs, action], dim=-1), state.core)
+        nxt = obs + y * self.delta_scale
+        if self.momentum_logit is not None and state.previous is not None:
+            nxt = nxt + torch.sigmoid(self.momentum_logit) * (obs - state.previous)
+        return nxt, PredictorState(core, obs)
+
+    @torch.no_grad()
+    def calibrate(self, episodes_obs: np.ndarray) -> None:
+        """Fit the prior and ``delta_scale`` to observation sequences ``(N, T+1, O)``."""
+        delta = np.diff(episodes_obs.astype(np.float64), axis=1)
+        now, before = delta[:, 1:].reshape(-1, delta.shape[-1]), delta[:, :-1].reshape(-1, delta.shape[-1])
+        residual = now
+        if self.momentum_logit is not None:
+            alpha = (now * before).sum(0) / np.maximum((before * before).sum(0), 1e-12)
+            alpha = np.clip(alpha, 0.02, 0.98)  # least squares, kept inside the sigmoid's range
+            self.momentum_logit.copy_(torch.as_tensor(np.log(alpha / (1 - alpha)), dtype=torch.float32))
+            residual = now - alpha * before
+        self.delta_scale.copy_(torch.as_tensor(np.maximum(residual.std(0), 1e-4), dtype=torch.float32))
+
+
+class SpikingPredictor(ForwardModel):
     """(obs, action) -> spiking layers (first recurrent) -> readout of the state change."""
 
-    def __init__(self, obs_dim: int, act_dim: int, net_kwargs: dict[str, Any], layers: int) -> None:
-        super().__init__()
+    def __init__(self, obs_dim: int, act_dim: int, net_kwargs: dict[str, Any], layers: int,
+                 momentum_prior: bool = False) -> None:
+        super().__init__(obs_dim, momentum_prior)
         self.net = SpikingNet(
             obs_dim + act_dim, obs_dim, recurrent=[True] + [False] * (layers - 1), **net_kwargs
         )
-        self.register_buffer("delta_scale", torch.ones(obs_dim))
 
-    def initial_state(self, batch: int, like: torch.Tensor):
+    def core_initial_state(self, batch: int, like: torch.Tensor):
         return self.net.initial_state(batch, like)
 
-    def step(self, obs, action, state):
-        y, state = self.net.step(torch.cat([obs, action], dim=-1), state)
-        return obs + y * self.delta_scale, state
+    def core_step(self, x, core):
+        return self.net.step(x, core)
 
 
 class SpikingPolicy(nn.Module):
@@ -63,22 +119,21 @@ class SpikingPolicy(nn.Module):
         return torch.tanh(potential), potential, state
 
 
-class GRUPredictor(nn.Module):
+class GRUPredictor(ForwardModel):
     """Baseline: GRU whose hidden state ``(B, H)`` is carried across control steps."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int) -> None:
-        super().__init__()
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, momentum_prior: bool = False) -> None:
+        super().__init__(obs_dim, momentum_prior)
         self.cell = nn.GRUCell(obs_dim + act_dim, hidden)
         self.out = nn.Linear(hidden, obs_dim)
         self.hidden = hidden
-        self.register_buffer("delta_scale", torch.ones(obs_dim))
 
-    def initial_state(self, batch: int, like: torch.Tensor):
+    def core_initial_state(self, batch: int, like: torch.Tensor):
         return like.new_zeros(batch, self.hidden)
 
-    def step(self, obs, action, state):
-        state = self.cell(torch.cat([obs, action], dim=-1), state)
-        return obs + self.out(state) * self.delta_scale, state
+    def core_step(self, x, core):
+        core = self.cell(x, core)
+        return self.out(core), core
 
 
 class MLPPolicy(nn.Module):
@@ -113,7 +168,7 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int) -> tupl
     """Predictor and policy from one :class:`~snn_control.config.ModelConfig`."""
     if model_cfg.kind == "gru":
         return (
-            GRUPredictor(obs_dim, act_dim, model_cfg.gru_hidden),
+            GRUPredictor(obs_dim, act_dim, model_cfg.gru_hidden, model_cfg.momentum_prior),
             MLPPolicy(obs_dim, goal_dim, act_dim, model_cfg.mlp_hidden),
         )
 
@@ -129,6 +184,6 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int) -> tupl
         )
 
     return (
-        SpikingPredictor(obs_dim, act_dim, kwargs(), model_cfg.layers),
+        SpikingPredictor(obs_dim, act_dim, kwargs(), model_cfg.layers, model_cfg.momentum_prior),
         SpikingPolicy(obs_dim, goal_dim, act_dim, kwargs(), model_cfg.layers),
     )

@@ -42,11 +42,13 @@ def rollout(
     rng: np.random.Generator | None = None,
     noise: float = 0.0,
     random_actions: bool = False,
+    velocity_feedback: float = 0.0,
     steps: int | None = None,
 ) -> Episodes:
     """One episode in each copy of ``env`` from ``starts`` towards ``goals``.
 
-    ``policy`` acts unless ``random_actions``; ``noise`` adds Gaussian exploration.
+    ``policy`` acts unless ``random_actions``: then smooth random actions minus
+    ``velocity_feedback`` x joint velocity (rad/s). ``noise`` adds Gaussian exploration.
     """
     steps = steps or env.spec.episode_steps
     n = env.num_envs
@@ -62,7 +64,7 @@ def rollout(
         state = policy.initial_state(n, goal_t)
     for t in range(steps):
         if random_actions:
-            action = planned[t]
+            action = np.clip(planned[t] - velocity_feedback * env.joint_velocities(), -1.0, 1.0)
         else:
             a, _, state = policy.step(torch.as_tensor(obs), goal_t, state)
             action = a.numpy().astype(np.float64)

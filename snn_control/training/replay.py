@@ -56,11 +56,6 @@ class EpisodicReplay:
         actions = self.actions[episodes[None, :], t_obs[:-1]]
         return obs, actions, self.goals[episodes]
 
-    def delta_std(self) -> np.ndarray:
-        """Per-entry standard deviation of one-step observation changes, ``(O,)``."""
-        deltas = np.diff(self.obs[: self.size], axis=1)
-        return deltas.reshape(-1, deltas.shape[-1]).std(axis=0)
-
     def save(self, path: Path) -> None:
         with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
             np.savez(fh, obs=self.obs[: self.size], actions=self.actions[: self.size],

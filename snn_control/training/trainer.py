@@ -172,7 +172,8 @@ class Trainer:
         random = self.iteration < t.random_iterations
         self.policy.eval()
         episodes = rollout(self.env, self.policy, starts, goals, rng=self.rng,
-                           noise=t.exploration_noise, random_actions=random)
+                           noise=t.exploration_noise, random_actions=random,
+                           velocity_feedback=t.random_velocity_feedback)
         self.policy.train()
         self.replay.add(episodes.obs, episodes.actions, episodes.goals)
         final = episodes.obs[:, -1]
@@ -211,8 +212,7 @@ class Trainer:
                 start = time.perf_counter()
                 metrics = self.collect()
                 if self.iteration == 0:
-                    self.predictor.delta_scale.copy_(
-                        torch.as_tensor(np.maximum(self.replay.delta_std(), 1e-4), dtype=torch.float32))
+                    self.predictor.calibrate(self.replay.obs[: self.replay.size])
                 t0 = time.perf_counter()
                 pred_losses = [self.predictor_update() for _ in range(t.predictor_updates)]
                 t1 = time.perf_counter()
