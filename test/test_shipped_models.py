@@ -1,0 +1,50 @@
+"""The controllers in models/: loadable, their eval.json honours the contract and agrees
+with the weights, and `snn-control demo` runs one in the closed loop."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from snn_control import config as C
+from snn_control.cli import main
+from snn_control.models import parameter_count
+from snn_control.training.checkpoint import load_model
+from snn_control.training.evaluate import HELDOUT_EPISODES
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+SHIPPED = ["reacher_snn", "panda_snn", "panda_gru"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_and_its_eval_json(name):
+    model_dir = MODELS / name
+    predictor, policy, spec, config = load_model(model_dir)
+    shipped_config = C.load(Path("config") / f"{name}.yaml")
+    # trained by the config of the same name (threads is a run-time setting only)
+    assert config.model == shipped_config.model and config.env == shipped_config.env
+    assert config.train.iterations == shipped_config.train.iterations
+    result = json.loads((model_dir / "eval.json").read_text())
+    assert result["task"] == spec.task == config.task
+    assert result["episodes"] == HELDOUT_EPISODES[spec.task]  # the full held-out set
+    assert result["parameters"] == parameter_count(predictor) + parameter_count(policy)
+    for key in ("success_rate", "final_distance_median_m", "final_distance_p90_m", "firing_rate_hz"):
+        assert key in result
+    if spec.task == "panda":
+        assert "success_rate_2cm" in result
+    if config.model.kind == "snn":
+        assert len(result["firing_rate_hz"]) == 4
+
+
+def test_panda_snn_uses_at_most_a_fifth_of_the_gru_parameters():
+    snn = json.loads((MODELS / "panda_snn" / "eval.json").read_text())["parameters"]
+    gru = json.loads((MODELS / "panda_gru" / "eval.json").read_text())["parameters"]
+    assert 5 * snn <= gru
+
+
+def test_demo_runs_closed_loop_and_prints_each_goal(capsys):
+    code = main(["demo", str(MODELS / "panda_snn"), "--goals", "2"])
+    out = capsys.readouterr().out
+    assert out.count("goal 1/2") == 1 and out.count("goal 2/2") == 1
+    assert "goals reached" in out
+    assert code in (0, 1)  # 0 only when every goal was reached
