@@ -102,13 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .envs import EnvError
-    from .models import IOSpecMismatch
+    from .models import IOSpecMismatch, ObservationError
     from .training.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (config_mod.ConfigError, CheckpointError, IOSpecMismatch, EnvError) as exc:
+    except (config_mod.ConfigError, CheckpointError, IOSpecMismatch, ObservationError, EnvError) as exc:
         print(f"snn-control {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

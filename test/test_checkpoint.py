@@ -76,3 +76,18 @@ def test_pickled_code_is_not_executed(tiny_run, tmp_path):
 def test_io_spec_file_is_readable_json(tiny_run):
     spec = json.loads((tiny_run / "io_spec.json").read_text())
     assert spec["action_scale"] == [1.0, 1.0] and spec["obs_names"][0] == "hand_x"
+
+
+def test_nan_or_wrong_size_observation_refused_naming_the_entry(tiny_run):
+    import numpy as np
+
+    from snn_control.models import ObservationError
+
+    _, _, spec, _ = load_model(tiny_run)
+    obs = np.zeros((3, spec.obs_dim))
+    spec.validate_observation(obs)
+    obs[2, 7] = np.nan
+    with pytest.raises(ObservationError, match=r"entry 'omega2' is nan \(row 2\)"):
+        spec.validate_observation(obs)
+    with pytest.raises(ObservationError, match="expected 8 entries"):
+        spec.validate_observation(np.zeros((1, 6)))

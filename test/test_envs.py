@@ -101,3 +101,20 @@ def test_bad_actions_rejected(task):
     with pytest.raises(EnvError, match="actions must have shape"):
         env.step(np.zeros((2, env.spec.act_dim + 1)))
     env.close()
+
+
+def test_diverged_simulation_is_reported_not_trained_on(monkeypatch):
+    from snn_control.training.collect import rollout
+
+    env = ReacherBatch(2)
+    starts, goals = env.sample_tasks(np.random.default_rng(0), 2)
+    real_step = env.step
+
+    def diverging_step(actions):
+        obs = real_step(actions)
+        obs[1, 6] = np.inf
+        return obs
+
+    monkeypatch.setattr(env, "step", diverging_step)
+    with pytest.raises(EnvError, match=r"copy 1 produced a non-finite observation 'omega1' = inf"):
+        rollout(env, None, starts, goals, rng=np.random.default_rng(0), random_actions=True)

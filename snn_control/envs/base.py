@@ -55,6 +55,15 @@ class BatchedReachEnv(abc.ABC):
         starts, goals = self.sample_tasks(rng, self.num_envs)
         return self.reset_to(starts, goals), goals
 
+    def check_observation(self, obs: np.ndarray) -> np.ndarray:
+        """Refuse a non-finite observation (a diverged simulation), naming entry and copy."""
+        bad = ~np.isfinite(obs)
+        if bad.any():
+            env, column = np.argwhere(bad)[0]
+            raise EnvError(f"{self.spec.task}: copy {env} produced a non-finite observation "
+                           f"{self.spec.obs_names[column]!r} = {obs[env, column]}")
+        return obs
+
     def check_actions(self, actions: np.ndarray) -> np.ndarray:
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, self.spec.act_dim):

@@ -16,6 +16,10 @@ class IOSpecMismatch(ValueError):
     """A checkpoint's I/O spec disagrees with what the caller expects."""
 
 
+class ObservationError(ValueError):
+    """An observation that a network must not act on (wrong size, NaN, Inf)."""
+
+
 @dataclass(frozen=True)
 class IOSpec:
     task: str
@@ -64,6 +68,23 @@ class IOSpec:
             if not same:
                 out.append(f"{key}: checkpoint has {have!r}, expected {want!r}")
         return out
+
+    def validate_observation(self, obs: Any, source: str = "observation") -> None:
+        """Refuse observations ``(..., obs_dim)`` of the wrong size or with NaN/Inf,
+        naming the first bad entry (e.g. ``dq3``) and its row."""
+        import numpy as np
+
+        array = np.asarray(obs)
+        if array.shape[-1:] != (self.obs_dim,):
+            raise ObservationError(f"{source}: expected {self.obs_dim} entries {list(self.obs_names)}, "
+                                   f"got shape {array.shape}")
+        bad = ~np.isfinite(array)
+        if bad.any():
+            index = np.argwhere(bad)[0]
+            row, column = ", ".join(str(int(i)) for i in index[:-1]), int(index[-1])
+            where = f" (row {row})" if row else ""
+            raise ObservationError(f"{source}: entry {self.obs_names[column]!r} is "
+                                   f"{array[tuple(index)]}{where}; refusing to act on it")
 
     def check(self, expected: dict[str, Any], source: str = "checkpoint") -> None:
         diffs = self.differences(expected)

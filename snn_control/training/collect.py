@@ -52,7 +52,7 @@ def rollout(
     """
     steps = steps or env.spec.episode_steps
     n = env.num_envs
-    obs = env.reset_to(starts, goals)
+    obs = env.check_observation(env.reset_to(starts, goals))
     obs_log = np.empty((n, steps + 1, env.spec.obs_dim), dtype=np.float32)
     act_log = np.empty((n, steps, env.spec.act_dim), dtype=np.float32)
     obs_log[:, 0] = obs
@@ -70,7 +70,7 @@ def rollout(
             action = a.numpy().astype(np.float64)
             if noise > 0:
                 action = np.clip(action + rng.normal(0.0, noise, size=action.shape), -1.0, 1.0)
-        obs = env.step(action)
+        obs = env.check_observation(env.step(action))
         act_log[:, t] = action
         obs_log[:, t + 1] = obs
     return Episodes(obs_log, act_log, np.asarray(goals, dtype=np.float32))
