@@ -43,9 +43,15 @@ class ModelConfig:
     readout_tau_syn: float = 0.005  # s
     surrogate: str = "multi_gaussian"  # or "fast_sigmoid", "rectangular"
     slope: float = 16.0  # multi-Gaussian: centre sigma 1/16 (seed 000)
+    calibrate_inputs: bool = False  # input gains = 1 / RMS of the first collected data, so
+    # the fluctuation-driven init sees unit-power inputs (off: gains start at 1, and with the
+    # Panda's inputs of RMS 0.14-0.57 both spiking nets were silent at init)
     momentum_prior: bool = False  # predictor adds alpha * (obs - previous obs), alpha fitted
     # per entry; the network learns the rest (measured: linear extrapolation beat a 2-substep
     # spiking predictor 4-12x on Panda positions one step ahead)
+    action_term: bool = False  # predictor adds a learned linear B action to its output (a
+    # direct path for the action's effect; measured: the Panda predictors underestimated the
+    # effector's response to a torque 3-5x)
     gru_hidden: int = 500  # baseline sizes (seed 000)
     mlp_hidden: int = 500
 

@@ -65,7 +65,7 @@ def test_momentum_prior_fitted_from_data_predicts_constant_velocity_exactly():
     # entry 0 moves at a constant (per-episode) speed; entry 1 is white noise (no momentum)
     episodes = np.stack([np.stack([0.01 * rng.uniform(1, 2) * t, rng.normal(size=51)], axis=1)
                          for _ in range(20)])
-    pred.calibrate(episodes.astype(np.float32))
+    pred.calibrate(episodes.astype(np.float32), np.zeros((20, 50, 1), dtype=np.float32))
     alpha = torch.sigmoid(pred.momentum_logit).detach()
     assert alpha[0] > 0.97 and alpha[1] < 0.1
     with torch.no_grad():
@@ -77,3 +77,20 @@ def test_momentum_prior_fitted_from_data_predicts_constant_velocity_exactly():
         second, _ = pred.step(obs[1:], torch.zeros(1, 1), state)
     assert torch.allclose(first, obs[:1])  # no previous observation yet: no momentum
     assert second[0, 0].item() == pytest.approx(0.11 + alpha[0].item() * 0.01, abs=1e-6)
+
+
+def test_action_term_gives_a_direct_action_gradient():
+    pred, _ = build_networks(ModelConfig(hidden=16, rank=4, action_term=True), 3, 2, 1)
+    with torch.no_grad():
+        for p in pred.net.readout.parameters():
+            p.zero_()  # spiking output 0: only the linear action term acts
+        pred.action_term.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]))
+        pred.delta_scale.copy_(torch.tensor([0.1, 0.1, 0.1]))
+    obs = torch.zeros(1, 3)
+    action = torch.tensor([[0.5, -0.5]], requires_grad=True)
+    nxt, _ = pred.step(obs, action, pred.initial_state(1, obs))
+    assert torch.allclose(nxt, torch.tensor([[0.05, -0.1, 0.0]]))
+    nxt[0, 1].backward()
+    assert torch.allclose(action.grad, torch.tensor([[0.0, 0.2]]))
+    no_term, _ = build_networks(ModelConfig(hidden=16, rank=4), 3, 2, 1)
+    assert no_term.action_term is None

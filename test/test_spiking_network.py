@@ -95,3 +95,17 @@ def test_slope_is_shared_and_settable():
     net = _net()
     net.set_slope(3.0)
     assert all(layer.surrogate.slope == 3.0 for layer in net.layers)
+
+
+def test_input_gain_calibration_gives_unit_power_inputs_and_firing():
+    net = _net()
+    features = torch.randn(1000, 5) * torch.tensor([0.1, 0.3, 1.0, 2.0, 0.2])
+    net.calibrate_input_gain(features)
+    scaled = features * net.input_gain
+    assert torch.allclose(scaled.pow(2).mean(0).sqrt(), torch.ones(5), atol=0.02)
+    net.count_spikes = True
+    state = net.initial_state(64, features)
+    with torch.no_grad():
+        for t in range(30):
+            _, state = net.step(features[t * 64 % 900:(t * 64 % 900) + 64], state)
+    assert all(count > 0 for count in net.spike_counts)

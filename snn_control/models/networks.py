@@ -44,21 +44,28 @@ class PredictorState(NamedTuple):
 class ForwardModel(nn.Module):
     """Shared output head of every predictor:
 
-        next = obs + alpha * (obs - previous) + delta_scale * network_output
+        next = obs + alpha * (obs - previous) + delta_scale * (network_output + B action)
 
     ``alpha = sigmoid(momentum_logit)`` per entry is the momentum prior (off: 0): a
-    position moves on by its last change, a velocity mostly does not. The network only
-    learns what the prior misses. ``calibrate`` fits alpha and ``delta_scale`` (the
+    position moves on by its last change, a velocity mostly does not. ``B`` (off: 0) is
+    an optional learned linear action term, a direct path for the action's effect. The
+    network only learns what these miss. ``calibrate`` fits alpha and ``delta_scale`` (the
     typical size of what is left) to data; both are saved with the weights.
     """
 
-    def __init__(self, obs_dim: int, momentum_prior: bool) -> None:
+    def __init__(self, obs_dim: int, momentum_prior: bool, act_dim: int = 0, action_term: bool = False) -> None:
         super().__init__()
         self.register_buffer("delta_scale", torch.ones(obs_dim))
         self.momentum_logit = nn.Parameter(torch.zeros(obs_dim)) if momentum_prior else None
+        self.action_term = nn.Linear(act_dim, obs_dim, bias=False) if action_term else None
+        if self.action_term is not None:
+            nn.init.zeros_(self.action_term.weight)
 
     def core_initial_state(self, batch: int, like: torch.Tensor) -> Any:
         raise NotImplementedError
+
+    def calibrate_inputs(self, features: np.ndarray) -> None:
+        """Non-spiking predictors need no input calibration."""
 
     def core_step(self, x: torch.Tensor, core: Any) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError
@@ -68,14 +75,19 @@ class ForwardModel(nn.Module):
 
     def step(self, obs, action, state: PredictorState):
         y, core = self.core_step(torch.cat([obs, action], dim=-1), state.core)
+        if self.action_term is not None:
+            y = y + self.action_term(action)
         nxt = obs + y * self.delta_scale
         if self.momentum_logit is not None and state.previous is not None:
             nxt = nxt + torch.sigmoid(self.momentum_logit) * (obs - state.previous)
         return nxt, PredictorState(core, obs)
 
     @torch.no_grad()
-    def calibrate(self, episodes_obs: np.ndarray) -> None:
-        """Fit the prior and ``delta_scale`` to observation sequences ``(N, T+1, O)``."""
+    def calibrate(self, episodes_obs: np.ndarray, episodes_actions: np.ndarray, inputs: bool = False) -> None:
+        """Fit the prior and ``delta_scale`` to episodes ``obs (N, T+1, O)``,
+        ``actions (N, T, A)``; with ``inputs``, also the spiking input gains."""
+        if inputs:
+            self.calibrate_inputs(np.concatenate([episodes_obs[:, :-1], episodes_actions], axis=-1))
         delta = np.diff(episodes_obs.astype(np.float64), axis=1)
         now, before = delta[:, 1:].reshape(-1, delta.shape[-1]), delta[:, :-1].reshape(-1, delta.shape[-1])
         residual = now
@@ -91,8 +103,8 @@ class SpikingPredictor(ForwardModel):
     """(obs, action) -> spiking layers (first recurrent) -> readout of the state change."""
 
     def __init__(self, obs_dim: int, act_dim: int, net_kwargs: dict[str, Any], layers: int,
-                 momentum_prior: bool = False) -> None:
-        super().__init__(obs_dim, momentum_prior)
+                 momentum_prior: bool = False, action_term: bool = False) -> None:
+        super().__init__(obs_dim, momentum_prior, act_dim, action_term)
         self.net = SpikingNet(
             obs_dim + act_dim, obs_dim, recurrent=[True] + [False] * (layers - 1), **net_kwargs
         )
@@ -102,6 +114,9 @@ class SpikingPredictor(ForwardModel):
 
     def core_step(self, x, core):
         return self.net.step(x, core)
+
+    def calibrate_inputs(self, features: np.ndarray) -> None:
+        self.net.calibrate_input_gain(features)
 
 
 class SpikingPolicy(nn.Module):
@@ -118,12 +133,18 @@ class SpikingPolicy(nn.Module):
         potential, state = self.net.step(torch.cat([obs, goal], dim=-1), state)
         return torch.tanh(potential), potential, state
 
+    def calibrate(self, episodes_obs: np.ndarray, goals: np.ndarray) -> None:
+        """Input gains from observations ``(N, T+1, O)`` and goals ``(N, G)``."""
+        goals = np.broadcast_to(goals[:, None, :], (*episodes_obs.shape[:2], goals.shape[-1]))
+        self.net.calibrate_input_gain(np.concatenate([episodes_obs, goals], axis=-1))
+
 
 class GRUPredictor(ForwardModel):
     """Baseline: GRU whose hidden state ``(B, H)`` is carried across control steps."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, momentum_prior: bool = False) -> None:
-        super().__init__(obs_dim, momentum_prior)
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, momentum_prior: bool = False,
+                 action_term: bool = False) -> None:
+        super().__init__(obs_dim, momentum_prior, act_dim, action_term)
         self.cell = nn.GRUCell(obs_dim + act_dim, hidden)
         self.out = nn.Linear(hidden, obs_dim)
         self.hidden = hidden
@@ -150,6 +171,9 @@ class MLPPolicy(nn.Module):
     def initial_state(self, batch: int, like: torch.Tensor):
         return None
 
+    def calibrate(self, episodes_obs: np.ndarray, goals: np.ndarray) -> None:
+        """Non-spiking policies need no input calibration."""
+
     def step(self, obs, goal, state):
         potential = self.body(torch.cat([obs, goal], dim=-1))
         return torch.tanh(potential), potential, None
@@ -168,7 +192,8 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int) -> tupl
     """Predictor and policy from one :class:`~snn_control.config.ModelConfig`."""
     if model_cfg.kind == "gru":
         return (
-            GRUPredictor(obs_dim, act_dim, model_cfg.gru_hidden, model_cfg.momentum_prior),
+            GRUPredictor(obs_dim, act_dim, model_cfg.gru_hidden, model_cfg.momentum_prior,
+                         model_cfg.action_term),
             MLPPolicy(obs_dim, goal_dim, act_dim, model_cfg.mlp_hidden),
         )
 
@@ -184,6 +209,7 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int) -> tupl
         )
 
     return (
-        SpikingPredictor(obs_dim, act_dim, kwargs(), model_cfg.layers, model_cfg.momentum_prior),
+        SpikingPredictor(obs_dim, act_dim, kwargs(), model_cfg.layers, model_cfg.momentum_prior,
+                         model_cfg.action_term),
         SpikingPolicy(obs_dim, goal_dim, act_dim, kwargs(), model_cfg.layers),
     )

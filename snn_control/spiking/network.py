@@ -89,6 +89,14 @@ class SpikingNet(nn.Module):
         """Change the surrogate slope of every layer (shared object), e.g. on a schedule."""
         self.surrogate.slope = float(slope)
 
+    @torch.no_grad()
+    def calibrate_input_gain(self, features) -> None:
+        """Set each input's gain to 1 / its RMS over ``features (..., in_features)``, so
+        the fluctuation-driven initialisation sees the unit-power inputs it assumes."""
+        flat = torch.as_tensor(features, dtype=torch.float32).reshape(-1, self.input_gain.numel())
+        rms = flat.pow(2).mean(0).sqrt()
+        self.input_gain.copy_(1.0 / rms.clamp(min=0.05))  # at most 20x: near-constant inputs stay quiet
+
     def initial_state(self, batch: int, like: torch.Tensor) -> SpikingNetState:
         return SpikingNetState(
             tuple(layer.initial_state(batch, like) for layer in self.layers),

@@ -212,7 +212,11 @@ class Trainer:
                 start = time.perf_counter()
                 metrics = self.collect()
                 if self.iteration == 0:
-                    self.predictor.calibrate(self.replay.obs[: self.replay.size])
+                    n = self.replay.size
+                    inputs = self.config.model.calibrate_inputs
+                    self.predictor.calibrate(self.replay.obs[:n], self.replay.actions[:n], inputs=inputs)
+                    if inputs:
+                        self.policy.calibrate(self.replay.obs[:n], self.replay.goals[:n])
                 t0 = time.perf_counter()
                 pred_losses = [self.predictor_update() for _ in range(t.predictor_updates)]
                 t1 = time.perf_counter()
