@@ -48,3 +48,8 @@ def test_demo_runs_closed_loop_and_prints_each_goal(capsys):
     assert out.count("goal 1/2") == 1 and out.count("goal 2/2") == 1
     assert "goals reached" in out
     assert code in (0, 1)  # 0 only when every goal was reached
+
+
+def test_reacher_demo_reaches_its_goals(capsys):
+    assert main(["demo", str(MODELS / "reacher_snn"), "--goals", "3"]) == 0
+    assert "3/3 goals reached" in capsys.readouterr().out
