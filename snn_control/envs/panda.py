@@ -181,7 +181,7 @@ class PandaBatch(BatchedReachEnv):
             starts = np.concatenate([starts, np.full((self.num_envs, 1), NEUTRAL[6])], axis=1)
         if starts.shape != (self.num_envs, 7):
             raise EnvError(f"panda: starts must have shape ({self.num_envs}, 7), got {starts.shape}")
-        for client, q7 in zip(self.clients, starts):
+        for client, q7 in zip(self.clients, starts, strict=True):
             self._set_configuration(client, q7)
             self._hold_joint7_and_fingers(client, float(q7[6]))
         self.q7_hold = starts[:, 6].copy()

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..envs import make_batch
-from ..models import IOSpec, build_networks, detach_state
+from ..models import IOSpec, build_networks
 from .checkpoint import atomic_write_bytes, save_model
 from .collect import rollout
 from .replay import EpisodicReplay
