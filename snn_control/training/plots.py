@@ -31,7 +31,7 @@ def plot_reach(result: dict[str, Any], effector: tuple[int, int], control_period
     ax1.set_title(f"{result['task']} {result['model_kind']}: success {result['success_rate']:.0%} "
                   f"(classical {result['classical']['success_rate']:.0%})")
     ax1.legend()
-    for i in range(min(24, eff.shape[0])):
+    for i in range(min(12, eff.shape[0])):
         line = ax2.plot(eff[i, :, 0], eff[i, :, 1], lw=1)[0]
         ax2.plot(goals[i, 0], goals[i, 1], "*", color=line.get_color(), ms=10)
         ax2.plot(eff[i, 0, 0], eff[i, 0, 1], "o", color=line.get_color(), ms=4)
