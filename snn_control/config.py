@@ -83,6 +83,9 @@ class TrainConfig:
     weight_l2: float = 0.0
     action_l2: float = 0.0
     action_smoothness: float = 0.0
+    activity_bounds: float = 0.0  # weight of the firing-rate penalty below ...
+    activity_min_hz: float = 1.0  # ... this rate per neuron (dead neurons) or above ...
+    activity_max_hz: float = 100.0  # ... this rate per neuron; in units of 100 Hz squared
     eval_every: int = 5  # iterations between quick validations (0: never)
     eval_episodes: int = 32  # validation episodes (training-distribution goals, not held out)
     threads: int = 2  # torch intra-op threads

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from snn_control.training.trainer import Trainer, make_optimizer
@@ -81,3 +82,37 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert resumed.iteration == 3
     assert [r["iteration"] for r in _rows(tmp_path)] == [1, 2, 3]
     assert resumed.replay.size == 3 * 16
+
+
+def test_activity_penalty_against_its_formula():
+    from snn_control.training.trainer import activity_penalty
+
+    rates = [torch.tensor([0.0, 50.0, 300.0]), torch.tensor([5.0])]
+    expected = ((1.0 / 100) ** 2 + 0 + (200.0 / 100) ** 2) / 3 / 2 + 0 / 2  # low 1 Hz, high 100 Hz
+    assert activity_penalty(rates, 1.0, 100.0).item() == pytest.approx(expected)
+
+
+def test_activity_bounds_regulariser_raises_silent_firing(tmp_path):
+    """With a lower bound far above the current rates, updates must raise firing."""
+    from snn_control.models import spiking_nets
+
+    trainer = Trainer(tiny_config(["train.iterations=1", "train.eval_every=0", "train.activity_bounds=50.0",
+                                   "train.activity_min_hz=200.0", "train.activity_max_hz=400.0",
+                                   "train.predictor_updates=0", "train.policy_updates=0"]), tmp_path)
+    trainer.fit(progress=False)
+    net = spiking_nets(trainer.predictor)[0]
+
+    def rate():
+        net.start_activity()
+        trainer.rng = np.random.default_rng(0)
+        obs, actions, _ = [torch.as_tensor(a) for a in trainer.replay.sample(trainer.rng, 32, 10)]
+        with torch.no_grad():
+            state = trainer.predictor.initial_state(32, obs)
+            for k in range(10):
+                _, state = trainer.predictor.step(obs[k], actions[k], state)
+        return float(torch.stack([r.mean() for r in net.activity_rates()]).mean())
+
+    before = rate()
+    for _ in range(15):
+        trainer.predictor_update()
+    assert rate() > 1.5 * before

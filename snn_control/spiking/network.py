@@ -84,6 +84,11 @@ class SpikingNet(nn.Module):
         self.count_spikes = False
         self.spike_counts = [0.0] * len(hidden)
         self.counted_substeps = 0
+        # Per-layer spike sums per neuron (N,), differentiable, while track_activity is on
+        # (the activity-bounds regulariser); see activity_rates().
+        self.track_activity = False
+        self.activity: list = []
+        self.activity_substeps = 0
 
     def set_slope(self, slope: float) -> None:
         """Change the surrogate slope of every layer (shared object), e.g. on a schedule."""
@@ -102,6 +107,18 @@ class SpikingNet(nn.Module):
             tuple(layer.initial_state(batch, like) for layer in self.layers),
             self.readout.initial_state(batch, like),
         )
+
+    def start_activity(self) -> None:
+        """Begin summing differentiable per-neuron spike counts (see activity_rates)."""
+        self.track_activity = True
+        self.activity = [0.0] * len(self.layers)
+        self.activity_substeps = 0
+
+    def activity_rates(self) -> list:
+        """Per-layer firing rates in Hz, ``(N,)`` each, since start_activity(); stops tracking."""
+        self.track_activity = False
+        time_s = max(self.activity_substeps, 1) * self.dt
+        return [a / time_s for a in self.activity]
 
     def reset_counts(self) -> None:
         self.spike_counts = [0.0] * len(self.layers)
@@ -122,7 +139,11 @@ class SpikingNet(nn.Module):
                 spikes = layer_states[i].spikes
                 if self.count_spikes:
                     self.spike_counts[i] += float(spikes.detach().sum())
+                if self.track_activity:
+                    self.activity[i] = self.activity[i] + spikes.mean(0)
             readout = self.readout.step(spikes, readout, readout_decays)
         if self.count_spikes:
             self.counted_substeps += self.substeps * x.shape[0]
+        if self.track_activity:
+            self.activity_substeps += self.substeps
         return readout.output, SpikingNetState(tuple(layer_states), readout)

@@ -100,6 +100,9 @@ class Trainer:
     def predictor_update(self) -> float:
         t = self.config.train
         obs, actions, _ = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup + t.unroll))
+        nets = _spiking_nets(self.predictor) if t.activity_bounds else []
+        for net in nets:
+            net.start_activity()
         state = self.predictor.initial_state(t.batch, obs)
         scale = self.predictor.delta_scale
         p_real = self.teacher_forcing()
@@ -115,6 +118,8 @@ class Trainer:
                 use_real = (torch.rand(t.batch, 1) < p_real).float()
                 current = use_real * obs[k + 1] + (1 - use_real) * predicted
         loss = loss / t.unroll + t.weight_l2 * _weight_l2(self.predictor)
+        for net in nets:
+            loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
         self.pred_opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.predictor.parameters(), t.grad_clip)
@@ -132,6 +137,9 @@ class Trainer:
                 for k in range(t.warmup):
                     _, _, pol_state = self.policy.step(obs[k], goals, pol_state)
                     _, pred_state = self.predictor.step(obs[k], actions[k], pred_state)
+            nets = _spiking_nets(self.policy) if t.activity_bounds else []
+            for net in nets:
+                net.start_activity()
             imagined = obs[t.warmup]
             distance = obs.new_zeros(())
             penalty = obs.new_zeros(())
@@ -152,6 +160,9 @@ class Trainer:
                     penalty = penalty + t.action_smoothness * ((action - previous) ** 2).mean()
                 previous = action
             loss = (distance + penalty) / t.unroll + t.weight_l2 * _weight_l2(self.policy)
+            for net in nets:
+                loss = loss + t.activity_bounds * activity_penalty(
+                    net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
             self.policy_opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip)
@@ -275,6 +286,20 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
         self.replay.load(self.run_dir / "replay.npz")
+
+
+def activity_penalty(rates: list[torch.Tensor], low_hz: float, high_hz: float) -> torch.Tensor:
+    """Mean squared excursion of per-neuron rates outside [low, high], in units of 100 Hz."""
+    total = rates[0].new_zeros(())
+    for r in rates:
+        total = total + (((low_hz - r).clamp(min=0) + (r - high_hz).clamp(min=0)) / 100.0).pow(2).mean()
+    return total / len(rates)
+
+
+def _spiking_nets(module: nn.Module) -> list:
+    from ..models import spiking_nets
+
+    return spiking_nets(module)
 
 
 def _weight_l2(module: nn.Module) -> torch.Tensor:
