@@ -234,7 +234,7 @@ class Trainer:
                 pol = [self.policy_update() for _ in range(t.policy_updates)]
                 t2 = time.perf_counter()
                 metrics.update({
-                    "losses/predictor": float(np.mean(pred_losses)),
+                    "losses/predictor": float(np.mean(pred_losses)) if pred_losses else float("nan"),
                     "losses/policy": float(np.mean([p["loss"] for p in pol])) if pol else float("nan"),
                     "charts/imagined_distance": float(np.mean([p["imagined_distance"] for p in pol])) if pol else float("nan"),
                     "charts/teacher_forcing": self.teacher_forcing(),
