@@ -33,7 +33,9 @@ class SpikingNet(nn.Module):
         recurrent: per layer, whether it has a recurrent connection.
         rank: bottleneck rank of spiking-to-spiking connections (None: dense).
         substeps: neural substeps per control step (input held).
-        neuron: keyword arguments for every :class:`SpikingLayer` (time constants, xi, ...).
+        surrogate: spike function shared by all layers (one object, so a slope schedule
+            changes them together).
+        dt, tau_mem, tau_syn, tau_ada, xi, learn_tau: passed to every :class:`SpikingLayer`.
         readout_tau_mem, readout_tau_syn: readout time constants in seconds.
         init_rate_hz: presynaptic rate assumed by the fluctuation-driven initialisation.
     """

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..envs import make_batch
-from ..models import IOSpec, build_networks
+from ..models import IOSpec, build_networks, spiking_nets
 from .checkpoint import atomic_write_bytes, save_model
 from .collect import rollout
 from .replay import EpisodicReplay
@@ -100,7 +100,7 @@ class Trainer:
     def predictor_update(self) -> float:
         t = self.config.train
         obs, actions, _ = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup + t.unroll))
-        nets = _spiking_nets(self.predictor) if t.activity_bounds else []
+        nets = spiking_nets(self.predictor) if t.activity_bounds else []
         for net in nets:
             net.start_activity()
         state = self.predictor.initial_state(t.batch, obs)
@@ -137,7 +137,7 @@ class Trainer:
                 for k in range(t.warmup):
                     _, _, pol_state = self.policy.step(obs[k], goals, pol_state)
                     _, pred_state = self.predictor.step(obs[k], actions[k], pred_state)
-            nets = _spiking_nets(self.policy) if t.activity_bounds else []
+            nets = spiking_nets(self.policy) if t.activity_bounds else []
             for net in nets:
                 net.start_activity()
             imagined = obs[t.warmup]
@@ -294,12 +294,6 @@ def activity_penalty(rates: list[torch.Tensor], low_hz: float, high_hz: float) -
     for r in rates:
         total = total + (((low_hz - r).clamp(min=0) + (r - high_hz).clamp(min=0)) / 100.0).pow(2).mean()
     return total / len(rates)
-
-
-def _spiking_nets(module: nn.Module) -> list:
-    from ..models import spiking_nets
-
-    return spiking_nets(module)
 
 
 def _weight_l2(module: nn.Module) -> torch.Tensor:
