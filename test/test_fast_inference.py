@@ -1,0 +1,103 @@
+"""The compiled batch-1 path computes what the training modules compute.
+
+Tolerance: against the training modules in float64, every spike of every layer at every
+control step is identical and outputs agree within 1e-9 (they differ only by summation
+order). The float32 modules are compared loosely (1e-4) over a short run.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from snn_control.config import ModelConfig
+from snn_control.models import build_networks
+from snn_control.runtime import FastPolicy, FastPredictor
+from snn_control.spiking import SpikingNet, Surrogate
+from snn_control.spiking.fast import FastSpikingNet
+
+
+def _inputs(steps, dim, seed=0):
+    """Smooth inputs of unit scale, so the nets fire at varied rates."""
+    rng = np.random.default_rng(seed)
+    x = np.cumsum(rng.normal(0, 0.3, size=(steps, dim)), axis=0)
+    return np.tanh(x) * 2.0
+
+
+def _net(rank, xi, recurrent, hidden=(64, 64), substeps=3):
+    torch.manual_seed(1)
+    return SpikingNet(5, 3, hidden=hidden, recurrent=recurrent, rank=rank, substeps=substeps,
+                      surrogate=Surrogate("fast_sigmoid", 10.0), dt=0.002, tau_mem=0.01,
+                      tau_syn=0.005, tau_ada=0.1, xi=xi, learn_tau=True, readout_tau_mem=0.01,
+                      readout_tau_syn=0.005)
+
+
+@pytest.mark.parametrize("rank,xi,recurrent", [
+    (8, 0.05, (True, False)),   # the predictor's shape: low-rank, ALIF, first layer recurrent
+    (None, 0.0, (False, True)),  # dense LIF, second layer recurrent
+    (16, 0.2, (True, True)),
+])
+def test_fast_net_matches_float64_module_spike_for_spike(rank, xi, recurrent):
+    net = _net(rank, xi, recurrent)
+    with torch.no_grad():  # trained-looking time constants: spread per neuron
+        for layer in net.layers:
+            layer.log_tau_mem.add_(torch.randn_like(layer.log_tau_mem) * 0.3)
+    fast = FastSpikingNet(net)
+    ref = copy.deepcopy(net).double()
+    state = ref.initial_state(1, torch.zeros(1, dtype=torch.float64))
+    total_spikes = 0
+    with torch.no_grad():
+        for x in _inputs(150, 5):
+            y_ref, state = ref.step(torch.as_tensor(x)[None], state)
+            y = fast.step(x)
+            spikes_ref = np.stack([s.spikes[0].numpy() for s in state.layers])
+            assert np.array_equal(fast.spikes, spikes_ref)
+            np.testing.assert_allclose(y, y_ref[0].numpy(), rtol=0, atol=1e-9)
+            total_spikes += spikes_ref.sum()
+    assert total_spikes > 100  # the comparison saw real activity
+    assert fast.spike_counts.sum() > 0 and np.all(fast.firing_rates_hz() >= 0)
+
+
+def test_fast_net_reset_restarts_the_episode():
+    net = _net(8, 0.05, (True, False))
+    fast = FastSpikingNet(net)
+    xs = _inputs(20, 5)
+    first = [fast.step(x).copy() for x in xs]
+    fast.reset()
+    again = [fast.step(x).copy() for x in xs]
+    np.testing.assert_array_equal(np.array(first), np.array(again))
+
+
+def test_fast_net_refuses_unequal_layer_sizes():
+    with pytest.raises(ValueError, match="equal layer sizes"):
+        FastSpikingNet(_net(8, 0.05, (True, False), hidden=(64, 32)))
+
+
+@pytest.mark.parametrize("kind,extra", [("snn", {}), ("snn", {"momentum_prior": True, "action_term": True}),
+                                        ("gru", {})])
+def test_fast_policy_and_predictor_match_modules(kind, extra):
+    cfg = ModelConfig(kind=kind, hidden=48, rank=8, substeps=2, gru_hidden=32, mlp_hidden=32, **extra)
+    torch.manual_seed(0)
+    predictor, policy = build_networks(cfg, 9, 6, 3)
+    with torch.no_grad():
+        predictor.delta_scale.uniform_(0.01, 0.1)
+        if predictor.action_term is not None:
+            predictor.action_term.weight.normal_(0, 0.1)
+    fast_pol, fast_pred = FastPolicy(policy), FastPredictor(predictor)
+    dtype = torch.float64 if kind == "snn" else torch.float32  # baselines run their own torch modules
+    pol_ref, pred_ref = copy.deepcopy(policy).to(dtype), copy.deepcopy(predictor).to(dtype)
+    s_pol, s_pred = pol_ref.initial_state(1, torch.zeros(1, dtype=dtype)), pred_ref.initial_state(1, torch.zeros(1, dtype=dtype))
+    tol = 1e-9 if kind == "snn" else 1e-6
+    xs = _inputs(60, 12)
+    with torch.no_grad():
+        for x in xs:
+            obs, goal = x[:9], x[9:]
+            a = fast_pol.act(obs, goal)
+            p = fast_pred.predict(obs, a)
+            a_ref, _, s_pol = pol_ref.step(torch.as_tensor(obs, dtype=dtype)[None], torch.as_tensor(goal, dtype=dtype)[None], s_pol)
+            p_ref, s_pred = pred_ref.step(torch.as_tensor(obs, dtype=dtype)[None], a_ref, s_pred)
+            np.testing.assert_allclose(a, a_ref[0].double().numpy(), atol=tol, rtol=0)
+            np.testing.assert_allclose(p, p_ref[0].double().numpy(), atol=tol, rtol=0)
+    assert np.all(np.abs(a) <= 1.0)
+    assert (fast_pol.firing_rates_hz().size > 0) == (kind == "snn")
