@@ -89,6 +89,12 @@ class TrainConfig:
     eval_every: int = 5  # iterations between quick validations (0: never)
     eval_episodes: int = 32  # validation episodes (training-distribution goals, not held out)
     threads: int = 2  # torch intra-op threads
+    env_workers: int = 1  # processes stepping the collection envs (envs.parallel); the
+    # Panda's physics is one core per process, so 2 on a 2-core machine
+    fused_neurons: bool = True  # each neuron substep one autograd function (spiking.fused);
+    # same values and gradients as the op-by-op reference (tested), far fewer memory passes
+    compile: bool = True  # fuse those functions with torch.compile (needs a C++ compiler;
+    # falls back to eager with a warning); costs ~15-30 s of compiling at the first update
 
 
 @dataclass

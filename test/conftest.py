@@ -11,7 +11,7 @@ TINY = [
     "model.slope=10.0", "model.readout_tau_mem=0.002", "model.readout_tau_syn=0.002",
     "train.iterations=6", "train.envs=16", "train.predictor_updates=8", "train.policy_updates=8",
     "train.batch=32", "train.lr=0.003", "train.eval_every=3", "train.eval_episodes=16",
-    "train.replay_episodes=256", "train.threads=1",
+    "train.replay_episodes=256", "train.threads=1", "train.compile=false",
 ]
 
 

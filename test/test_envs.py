@@ -118,3 +118,25 @@ def test_diverged_simulation_is_reported_not_trained_on(monkeypatch):
     monkeypatch.setattr(env, "step", diverging_step)
     with pytest.raises(EnvError, match=r"copy 1 produced a non-finite observation 'omega1' = inf"):
         rollout(env, None, starts, goals, rng=np.random.default_rng(0), random_actions=True)
+
+
+@pytest.mark.parametrize("task", ["reacher", "panda"])
+def test_parallel_workers_give_the_serial_batch_results(task):
+    serial, parallel = make_batch(task, 3), make_batch(task, 3, workers=2)
+    try:
+        starts, goals = serial.sample_tasks(np.random.default_rng(5), 3)
+        starts_p, goals_p = parallel.sample_tasks(np.random.default_rng(5), 3)
+        np.testing.assert_array_equal(starts, starts_p)
+        np.testing.assert_array_equal(serial.reset_to(starts, goals), parallel.reset_to(starts, goals))
+        actions = np.random.default_rng(6).uniform(-1, 1, size=(10, 3, serial.spec.act_dim))
+        for a in actions:
+            np.testing.assert_array_equal(serial.step(a), parallel.step(a))
+        np.testing.assert_array_equal(serial.joint_velocities(), parallel.joint_velocities())
+        np.testing.assert_allclose(serial.effector_jacobians(), parallel.effector_jacobians())
+        with pytest.raises(EnvError, match="shape"):
+            parallel.step(np.zeros((2, serial.spec.act_dim)))
+        with pytest.raises(EnvError, match="starts"):
+            parallel.reset_to(starts[:2], goals[:2])
+    finally:
+        serial.close()
+        parallel.close()

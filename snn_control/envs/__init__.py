@@ -21,7 +21,12 @@ def env_config_class(task: str) -> type:
     raise EnvError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
-def make_batch(task: str, num_envs: int, config: Any = None) -> BatchedReachEnv:
+def make_batch(task: str, num_envs: int, config: Any = None, workers: int = 1) -> BatchedReachEnv:
+    """``num_envs`` copies of ``task``; ``workers`` > 1 splits them over that many processes."""
+    if workers > 1:
+        from .parallel import ParallelBatch
+
+        return ParallelBatch(task, num_envs, config, min(workers, num_envs))
     if task == "reacher":
         return ReacherBatch(num_envs, config)
     if task == "panda":

@@ -91,6 +91,9 @@ class SpikingNet(nn.Module):
         self.track_activity = False
         self.activity: list = []
         self.activity_substeps = 0
+        # Training speed-up: each substep's neuron update as one fused autograd function
+        # (spiking.fused); same values and gradients. The trainer sets it from the config.
+        self.fused = False
 
     def set_slope(self, slope: float) -> None:
         """Change the surrogate slope of every layer (shared object), e.g. on a schedule."""
@@ -137,7 +140,7 @@ class SpikingNet(nn.Module):
             spikes = None
             for i, layer in enumerate(self.layers):
                 drive = held_drive if i == 0 else layer.input(spikes)
-                layer_states[i] = layer.step(drive, layer_states[i], decays[i])
+                layer_states[i] = layer.step(drive, layer_states[i], decays[i], self.fused)
                 spikes = layer_states[i].spikes
                 if self.count_spikes:
                     self.spike_counts[i] += float(spikes.detach().sum())

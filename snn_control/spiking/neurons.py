@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .connections import init_connection, make_connection
+from .fused import FusedNeuronStep
 from .init import analog_input_std, spiking_input_std
 from .surrogate import Surrogate
 
@@ -52,9 +53,18 @@ class Decays(NamedTuple):
 
 
 def neuron_step(
-    drive: torch.Tensor, state: NeuronState, decays: Decays, xi: float, spike_fn: Surrogate
+    drive: torch.Tensor, state: NeuronState, decays: Decays, xi: float, spike_fn: Surrogate,
+    fused: bool = False,
 ) -> NeuronState:
-    """One substep of the ALIF equations above; returns the new state (spikes in ``.spikes``)."""
+    """One substep of the ALIF equations above; returns the new state (spikes in ``.spikes``).
+
+    ``fused``: while recording gradients, run the substep as one autograd function
+    (:mod:`.fused`: same values and gradients, a fraction of the memory passes).
+    """
+    if fused and torch.is_grad_enabled():
+        return NeuronState(*FusedNeuronStep.apply(
+            drive, state.current, state.voltage, state.adaptation, decays.syn, decays.mem,
+            decays.ada, xi, spike_fn))
     current = decays.syn * state.current + drive
     voltage = decays.mem * state.voltage + (1.0 - decays.mem) * current
     theta = 1.0 + xi * state.adaptation if xi else None
@@ -147,12 +157,12 @@ class SpikingLayer(nn.Module):
         zeros = like.new_zeros(batch, self.size)
         return NeuronState(zeros, zeros, zeros, zeros)
 
-    def step(self, drive: torch.Tensor, state: NeuronState, decays: Decays) -> NeuronState:
+    def step(self, drive: torch.Tensor, state: NeuronState, decays: Decays, fused: bool = False) -> NeuronState:
         """One substep. ``drive`` ``(B, N)`` is this layer's input current (``self.input``
         applied by the caller, so a held input is projected once per control step)."""
         if self.recurrent is not None:
             drive = drive + self.recurrent(state.spikes)
-        return neuron_step(drive, state, decays, self.xi, self.surrogate)
+        return neuron_step(drive, state, decays, self.xi, self.surrogate, fused)
 
 
 class ReadoutState(NamedTuple):

@@ -54,6 +54,11 @@ _DERIVATIVES = {
     "rectangular": rectangular_derivative,
 }
 
+def surrogate_derivative(kind: str, v: torch.Tensor, slope: float) -> torch.Tensor:
+    """The pseudo-derivative ``ds/dv`` of surrogate ``kind`` at ``v``."""
+    return _DERIVATIVES[kind](v, slope)
+
+
 DEFAULT_SLOPES = {"multi_gaussian": 16.0, "fast_sigmoid": 10.0, "rectangular": 2.0}
 
 
@@ -68,7 +73,7 @@ class _SpikeFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         (v,) = ctx.saved_tensors
-        return grad_out * _DERIVATIVES[ctx.kind](v, ctx.slope), None, None
+        return grad_out * surrogate_derivative(ctx.kind, v, ctx.slope), None, None
 
 
 @dataclass
@@ -93,4 +98,4 @@ class Surrogate:
         return _SpikeFunction.apply(v, self.kind, float(self.slope))
 
     def derivative(self, v: torch.Tensor) -> torch.Tensor:
-        return _DERIVATIVES[self.kind](v, float(self.slope))
+        return surrogate_derivative(self.kind, v, float(self.slope))

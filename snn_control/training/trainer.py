@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..config import ExperimentConfig
 from ..envs import make_batch
 from ..models import IOSpec, build_networks, spiking_nets
+from ..spiking import fused
 from .checkpoint import atomic_write_bytes, save_model
 from .collect import rollout
 from .replay import EpisodicReplay
@@ -78,10 +79,13 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng([config.seed, TRAIN_STREAM])
         t = config.train
-        self.env = make_batch(config.task, t.envs, config.env)
+        self.env = make_batch(config.task, t.envs, config.env, t.env_workers)
         spec = self.env.spec
         self.io_spec = io_spec_for(config, spec)
         self.predictor, self.policy = build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim)
+        for net in spiking_nets(self.predictor) + spiking_nets(self.policy):
+            net.fused = t.fused_neurons
+        fused.use_compiled_kernels(t.fused_neurons and t.compile)
         self.pred_opt = make_optimizer(self.predictor, t.lr, t.tau_lr)
         self.policy_opt = make_optimizer(self.policy, t.lr, t.tau_lr)
         self.replay = EpisodicReplay(t.replay_episodes, spec.episode_steps, spec.obs_dim, spec.act_dim, spec.goal_dim)
@@ -196,7 +200,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         t = self.config.train
         rng = np.random.default_rng([self.config.seed, VALIDATION_STREAM])
-        env = self.env if t.eval_episodes == t.envs else make_batch(self.config.task, t.eval_episodes, self.config.env)
+        env = self.env if t.eval_episodes == t.envs else make_batch(self.config.task, t.eval_episodes, self.config.env, t.env_workers)
         starts, goals = env.sample_tasks(rng, env.num_envs)
         self.policy.eval()
         final = rollout(env, self.policy, starts, goals).obs[:, -1]

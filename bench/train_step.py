@@ -1,0 +1,167 @@
+"""Seconds per predictor update and per policy update: fused vs reference, same gradients.
+
+    python bench/train_step.py [--quick] [--repeats N] [--threads T]
+
+Runs the trainer's own ``predictor_update`` and ``policy_update`` at seed 000's size
+(batch 256, 5 warm-up + 40 unrolled steps, 7 substeps, two 512-neuron ALIF layers, the
+shipped rank-32 bottleneck, multi-Gaussian surrogate) on replay data from the Panda.
+Reference: the op-by-op modules (``train.fused_neurons=false``). Fast: each neuron
+substep one autograd function, compiled by ``torch.compile`` (``spiking.fused``). The two
+alternate, update by update, in one process.
+
+Gradients: from the same parameters, optimizer state and sampled batch, each path's
+gradients (after clipping, as the optimizer sees them) are compared: relative difference
+of each parameter's gradient (norm of difference / norm). Peak memory: each path runs one
+predictor and one policy update in a fresh process; its peak resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from _common import REPO, emit, parser
+from snn_control import config as C
+from snn_control.models import spiking_nets
+from snn_control.spiking import fused
+from snn_control.training.trainer import Trainer
+
+PAPER = ["model.hidden=512", "model.layers=2", "model.rank=32", "model.substeps=7", "model.neuron=alif",
+         "model.surrogate=multi_gaussian", "model.slope=16.0", "model.readout_tau_mem=0.01",
+         "model.readout_tau_syn=0.005", "train.batch=256", "train.warmup=5", "train.unroll=40",
+         "train.envs=4", "train.random_iterations=1", "train.replay_episodes=16", "train.eval_every=0"]
+QUICK = ["model.hidden=64", "model.substeps=2", "train.batch=16", "train.unroll=6"]
+
+
+def make_trainer(quick: bool, threads: int, run_dir: str) -> Trainer:
+    cfg = C.load(REPO / "config" / "panda_snn.yaml",
+                 PAPER + (QUICK if quick else []) + [f"train.threads={threads}", "train.compile=false"])
+    trainer = Trainer(cfg, run_dir)
+    trainer.collect()
+    n = trainer.replay.size
+    trainer.predictor.calibrate(trainer.replay.obs[:n], trainer.replay.actions[:n], inputs=True)
+    trainer.policy.calibrate(trainer.replay.obs[:n], trainer.replay.goals[:n])
+    return trainer
+
+
+def use_path(trainer: Trainer, fast: bool, compiled: bool) -> None:
+    for net in spiking_nets(trainer.predictor) + spiking_nets(trainer.policy):
+        net.fused = fast
+    fused.use_compiled_kernels(fast and compiled)
+
+
+def snapshot(trainer: Trainer):
+    return (copy.deepcopy(trainer.predictor.state_dict()), copy.deepcopy(trainer.policy.state_dict()),
+            copy.deepcopy(trainer.pred_opt.state_dict()), copy.deepcopy(trainer.policy_opt.state_dict()),
+            json.dumps(trainer.rng.bit_generator.state), torch.get_rng_state())
+
+
+def restore(trainer: Trainer, snap) -> None:
+    trainer.predictor.load_state_dict(snap[0])
+    trainer.policy.load_state_dict(snap[1])
+    trainer.pred_opt.load_state_dict(snap[2])
+    trainer.policy_opt.load_state_dict(snap[3])
+    trainer.rng.bit_generator.state = json.loads(snap[4])
+    torch.set_rng_state(snap[5])
+
+
+def gradients(module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def compare_gradients(trainer: Trainer, compiled: bool) -> dict:
+    out = {}
+    for name, update, module in (("predictor", trainer.predictor_update, trainer.predictor),
+                                 ("policy", trainer.policy_update, trainer.policy)):
+        snap = snapshot(trainer)
+        use_path(trainer, False, compiled)
+        update()
+        ref = gradients(module)
+        restore(trainer, snap)
+        use_path(trainer, True, compiled)
+        update()
+        fast = gradients(module)
+        restore(trainer, snap)
+        rel = [float((ref[k] - fast[k]).norm() / ref[k].norm().clamp(min=1e-30)) for k in ref]
+        out[f"{name}_max_rel_grad_diff"] = max(rel)
+        out[f"{name}_median_rel_grad_diff"] = float(np.median(rel))
+    return out
+
+
+def memory_child(path: str, quick: bool, threads: int, compiled: bool) -> None:
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = make_trainer(quick, threads, run_dir)
+        use_path(trainer, path == "fast", compiled)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        trainer.predictor_update()
+        trainer.policy_update()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_mb": peak / 1024, "before_updates_rss_mb": base / 1024}))
+
+
+def peak_memory(path: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--memory-child", path, "--threads", str(args.threads)]
+    cmd += ["--quick"] if args.quick else []
+    cmd += ["--no-compile"] if args.no_compile else []
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=None, help="timed updates per kind and path (default 3; quick 1)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-compile", action="store_true", help="fused kernels in eager mode")
+    p.add_argument("--memory-child", choices=("reference", "fast"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    compiled = not args.no_compile and not args.quick  # quick: seconds, so no compiling
+    if args.memory_child:
+        memory_child(args.memory_child, args.quick, args.threads, compiled)
+        return
+    repeats = args.repeats or (1 if args.quick else 3)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = make_trainer(args.quick, args.threads, run_dir)
+        t0 = time.perf_counter()
+        use_path(trainer, True, compiled)
+        trainer.predictor_update(), trainer.policy_update()  # compiles (not timed)
+        compile_s = time.perf_counter() - t0
+        grads = compare_gradients(trainer, compiled)
+        times = {(kind, path): [] for kind in ("predictor", "policy") for path in ("reference", "fast")}
+        for _ in range(repeats):
+            for kind in ("predictor", "policy"):
+                update = trainer.predictor_update if kind == "predictor" else trainer.policy_update
+                for path in ("reference", "fast"):
+                    use_path(trainer, path == "fast", compiled)
+                    t0 = time.perf_counter()
+                    update()
+                    times[(kind, path)].append(time.perf_counter() - t0)
+        compiled_ran = fused.compiled_kernels_enabled()  # False if compiling fell back to eager
+        use_path(trainer, False, False)
+        cfg = trainer.config
+    result = {"threads": args.threads, "compiled": compiled_ran,
+              "repeats": repeats, "batch": cfg.train.batch, "warmup": cfg.train.warmup,
+              "unroll": cfg.train.unroll, "substeps": cfg.model.substeps, "hidden": cfg.model.hidden,
+              "rank": cfg.model.rank, "first_fast_updates_incl_compile_s": compile_s}
+    for (kind, path), values in times.items():
+        result[f"{kind}_{path}_s"] = float(np.median(values))
+    for kind in ("predictor", "policy"):
+        result[f"{kind}_speedup"] = result[f"{kind}_reference_s"] / result[f"{kind}_fast_s"]
+    result.update(grads)
+    for path in ("reference", "fast"):
+        mem = peak_memory(path, args)
+        result[f"{path}_peak_rss_mb"] = mem["peak_rss_mb"]
+    emit("train_step", result, args.quick, args.out)
+
+
+if __name__ == "__main__":
+    main()
