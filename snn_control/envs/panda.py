@@ -63,6 +63,44 @@ class PandaConfig:
     joint7_gains: list[float] = field(default_factory=lambda: [50.0, 5.0])  # PD (N m/rad, N m s/rad)
 
 
+def observation(q: np.ndarray, dq: np.ndarray, ee: np.ndarray, observe_velocity: bool) -> np.ndarray:
+    """The policy's observation from joint positions ``q`` and velocities ``dq`` (rad, rad/s;
+    ``(..., >= 6)``, joint order) and the effector position ``ee`` ``(..., 3)`` in metres.
+    Shared by the simulator and the ROS controller, so both feed a network the same thing."""
+    q6 = 2.0 * (q[..., :ACTUATED] - LOWER[:ACTUATED]) / (UPPER - LOWER)[:ACTUATED] - 1.0
+    parts = [q6]
+    if observe_velocity:
+        parts.append(dq[..., :ACTUATED] / VELOCITY_LIMIT[:ACTUATED])
+    parts.append(ee)
+    return np.concatenate(parts, axis=-1).astype(np.float32)
+
+
+class PandaKinematics:
+    """Forward kinematics of the Panda's effector (finger midpoint, base frame) from the
+    same URDF as the simulator, in a private DIRECT client; for controllers that get joint
+    angles only (a real arm's /joint_states)."""
+
+    def __init__(self) -> None:
+        self.client = pybullet.connect(pybullet.DIRECT)
+        pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self.client)
+        self.body = pybullet.loadURDF(URDF, useFixedBase=True, physicsClientId=self.client)
+        for j in FINGER_JOINTS:
+            pybullet.resetJointState(self.body, j, FINGER_OPENING, 0.0, physicsClientId=self.client)
+
+    def effector(self, q7: np.ndarray) -> np.ndarray:
+        for j in ARM_JOINTS:
+            pybullet.resetJointState(self.body, j, float(q7[j]), 0.0, physicsClientId=self.client)
+        links = pybullet.getLinkStates(self.body, FINGER_JOINTS, computeForwardKinematics=1,
+                                       physicsClientId=self.client)
+        return 0.5 * (np.asarray(links[0][4]) + np.asarray(links[1][4]))
+
+    def close(self) -> None:
+        try:
+            pybullet.disconnect(physicsClientId=self.client)
+        except pybullet.error:
+            pass
+
+
 class PandaBatch(BatchedReachEnv):
     def __init__(self, num_envs: int, config: PandaConfig | None = None) -> None:
         self.config = cfg = config or PandaConfig()
@@ -197,12 +235,7 @@ class PandaBatch(BatchedReachEnv):
             self.ee[i] = self._effector_position((cid, body))
 
     def observe(self) -> np.ndarray:
-        q6 = 2.0 * (self.q[:, :ACTUATED] - LOWER[:ACTUATED]) / (UPPER - LOWER)[:ACTUATED] - 1.0
-        parts = [q6]
-        if self.config.observe_velocity:
-            parts.append(self.dq[:, :ACTUATED] / VELOCITY_LIMIT[:ACTUATED])
-        parts.append(self.ee)
-        return np.concatenate(parts, axis=1).astype(np.float32)
+        return observation(self.q, self.dq, self.ee, self.config.observe_velocity)
 
     def step(self, actions: np.ndarray) -> np.ndarray:
         command = self.check_actions(actions) * np.asarray(self.spec.action_scale)

@@ -8,9 +8,10 @@ the forward is the same ops in the same order (bitwise equal in eager mode), and
 gradients are the same chain rule, including the detached reset and the surrogate
 derivative (``test_fused_neurons`` compares both in float64).
 
-Backward, for upstream gradients gI', gU', gA', gs of the outputs:
+Backward, for upstream gradients gI', gU', gA', gs of the outputs (v = U_pre - theta is
+recomputed from the saved state rather than stored):
 
-    gv  = (gs + gA' [ALIF]) * surrogate'(v)          v = U_pre - theta
+    gv  = (gs + gA' [ALIF]) * surrogate'(v)
     gUp = gU' + gv                                   (the reset is detached)
     gI  = (gI' + (1 - b_mem) gUp) * b_syn ,  g drive = gI' + (1 - b_mem) gUp
     gU  = b_mem gUp ,  gA = b_ada gA' - xi gv [ALIF]
@@ -42,22 +43,24 @@ def _forward(drive, current, voltage, adaptation, beta_syn, beta_mem, beta_ada, 
         spikes = (v > 0).to(v.dtype)
         new_voltage = pre_reset - spikes
         new_adaptation = adaptation
-    return new_current, new_voltage, new_adaptation, spikes, v
+    return new_current, new_voltage, new_adaptation, spikes
 
 
-def _backward(g_current, g_voltage, g_adaptation, g_spikes, v, current, voltage, adaptation,
-              new_current, beta_syn, beta_mem, beta_ada, xi: float, kind: str, slope: float):
+def _backward(g_current, g_voltage, g_adaptation, g_spikes, current, voltage, adaptation,
+              new_current, beta_syn, beta_mem, beta_ada, xi: float, kind: str, slope: float,
+              decay_grads: bool):
+    # v recomputed (same ops as the forward) rather than saved: one (B, N) tensor less per substep.
+    pre_reset = beta_mem * voltage + (1.0 - beta_mem) * new_current
+    v = pre_reset - (1.0 + xi * adaptation) if xi else pre_reset - 1.0
     g_v = (g_spikes + g_adaptation if xi else g_spikes) * surrogate_derivative(kind, v, slope)
     g_pre = g_voltage + g_v
     g_drive = g_current + (1.0 - beta_mem) * g_pre
+    g_adapt_in = beta_ada * g_adaptation - xi * g_v if xi else g_adaptation
+    if not decay_grads:  # frozen time constants (e.g. the predictor during policy updates)
+        return g_drive, beta_syn * g_drive, beta_mem * g_pre, g_adapt_in, None, None, None
     g_beta_syn = (g_drive * current).sum(0)
     g_beta_mem = (g_pre * (voltage - new_current)).sum(0)
-    if xi:
-        g_adapt_in = beta_ada * g_adaptation - xi * g_v
-        g_beta_ada = (g_adaptation * adaptation).sum(0)
-    else:
-        g_adapt_in = g_adaptation
-        g_beta_ada = torch.zeros_like(beta_ada)
+    g_beta_ada = (g_adaptation * adaptation).sum(0) if xi else torch.zeros_like(beta_ada)
     return g_drive, beta_syn * g_drive, beta_mem * g_pre, g_adapt_in, g_beta_syn, g_beta_mem, g_beta_ada
 
 
@@ -98,17 +101,20 @@ class FusedNeuronStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, drive, current, voltage, adaptation, beta_syn, beta_mem, beta_ada, xi, surrogate):  # type: ignore[override]
-        new_current, new_voltage, new_adaptation, spikes, v = _kernels["forward"](
+        new_current, new_voltage, new_adaptation, spikes = _kernels["forward"](
             drive, current, voltage, adaptation, beta_syn, beta_mem, beta_ada, float(xi))
-        ctx.save_for_backward(v, current, voltage, adaptation, new_current, beta_syn, beta_mem, beta_ada)
+        # Old state and the new current only: the old state of step k + 1 is the new state
+        # of step k, so across a sequence each tensor is stored once.
+        ctx.save_for_backward(current, voltage, adaptation, new_current, beta_syn, beta_mem, beta_ada)
         # The slope in force at this step, as the reference's spike function records it.
         ctx.xi, ctx.kind, ctx.slope = float(xi), surrogate.kind, float(surrogate.slope)
         return new_current, new_voltage, new_adaptation, spikes
 
     @staticmethod
     def backward(ctx, g_current, g_voltage, g_adaptation, g_spikes):  # type: ignore[override]
-        v, current, voltage, adaptation, new_current, beta_syn, beta_mem, beta_ada = ctx.saved_tensors
-        grads = _kernels["backward"](g_current, g_voltage, g_adaptation, g_spikes, v, current, voltage,
+        current, voltage, adaptation, new_current, beta_syn, beta_mem, beta_ada = ctx.saved_tensors
+        decay_grads = any(ctx.needs_input_grad[4:7])
+        grads = _kernels["backward"](g_current, g_voltage, g_adaptation, g_spikes, current, voltage,
                                      adaptation, new_current, beta_syn, beta_mem, beta_ada,
-                                     ctx.xi, ctx.kind, ctx.slope)
+                                     ctx.xi, ctx.kind, ctx.slope, decay_grads)
         return (*grads, None, None)

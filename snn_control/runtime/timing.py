@@ -1,0 +1,45 @@
+"""Control-loop timing: tick periods, compute times and deadline misses, as /diagnostics reports them."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+
+class LoopStats:
+    """Keeps the last ``window`` ticks. A deadline miss is a tick that started more than
+    half a period late (period > 1.5 x nominal) or whose compute took longer than a period."""
+
+    def __init__(self, period_s: float, window: int = 5000) -> None:
+        self.period_s = period_s
+        self.periods = deque(maxlen=window)
+        self.computes = deque(maxlen=window)
+        self.ticks = 0
+        self.misses = 0
+        self._last_start: float | None = None
+
+    def record(self, start_s: float, compute_s: float) -> None:
+        if self._last_start is not None:
+            period = start_s - self._last_start
+            self.periods.append(period)
+            if period > 1.5 * self.period_s:
+                self.misses += 1
+        if compute_s > self.period_s:
+            self.misses += 1
+        self.computes.append(compute_s)
+        self._last_start = start_s
+        self.ticks += 1
+
+    def summary(self) -> dict[str, float]:
+        periods = np.asarray(self.periods) if self.periods else np.zeros(1)
+        computes = np.asarray(self.computes) if self.computes else np.zeros(1)
+        return {
+            "ticks": self.ticks,
+            "period_p50_ms": float(np.percentile(periods, 50) * 1e3),
+            "period_p99_ms": float(np.percentile(periods, 99) * 1e3),
+            "compute_p50_us": float(np.percentile(computes, 50) * 1e6),
+            "compute_p99_us": float(np.percentile(computes, 99) * 1e6),
+            "deadline_misses": self.misses,
+            "deadline_miss_rate": self.misses / max(self.ticks, 1),
+        }
