@@ -33,5 +33,10 @@ setup(
     description="Spiking neural network controllers for torque-controlled robot arms (ROS 2).",
     license="Apache-2.0",
     python_requires=">=3.10",
-    entry_points={"console_scripts": ["snn-control = snn_control.cli:main"]},
+    entry_points={"console_scripts": [
+        "snn-control = snn_control.cli:main",
+        "panda_sim = snn_control.nodes.panda_sim:main",
+        "snn_controller = snn_control.nodes.snn_controller:main",
+        "goal_teleop = snn_control.nodes.goal_teleop:main",
+    ]},
 )

@@ -4,6 +4,7 @@
     snn-control eval MODEL_DIR [--episodes N] [--seed S] [--out FILE]
     snn-control demo [MODEL_DIR] [--goals N]
     snn-control results-table [MODEL_DIR ...]
+    snn-control bringup [--goals N] [--checkpoint DIR] [--no-sim] [--set NODE:NAME:=VALUE ...]
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ def cmd_results_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bringup(args: argparse.Namespace) -> int:
+    from .nodes.bringup import BringupOptions, run_bringup
+
+    return run_bringup(BringupOptions(
+        params=args.params, checkpoint=args.checkpoint, sim=not args.no_sim, teleop=not args.no_teleop,
+        goals=args.goals, goal_time_s=args.goal_time, radius_m=args.radius, seed=args.seed,
+        extra=tuple(args.set)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="snn-control", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--goals", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("bringup", help="start the ROS nodes (sim, controller, goal marker) without ros2 launch")
+    p.add_argument("--params", default="config/panda_reach.yaml", help="the nodes' ROS parameter file")
+    p.add_argument("--checkpoint", help="model directory for the controller (default: the params file's)")
+    p.add_argument("--no-sim", action="store_true", help="a real arm publishes /joint_states")
+    p.add_argument("--no-teleop", action="store_true", help="no interactive-marker goal server")
+    p.add_argument("--goals", type=int, default=0, help="demo: send N held-out goals, report, exit")
+    p.add_argument("--goal-time", type=float, default=4.0, help="seconds per demo goal")
+    p.add_argument("--radius", type=float, default=0.05, help="demo success radius (m)")
+    p.add_argument("--seed", type=int, default=0, help="held-out goal set of the demo")
+    p.add_argument("--set", action="append", default=[], metavar="NODE:NAME:=VALUE",
+                   help="override one node parameter, e.g. snn_controller:control_rate_hz:=50.0")
+    p.set_defaults(func=cmd_bringup)
     p = sub.add_parser("results-table", help="Markdown table from models/*/eval.json")
     p.add_argument("model_dirs", nargs="*")
     p.set_defaults(func=cmd_results_table)

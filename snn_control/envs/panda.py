@@ -36,6 +36,7 @@ VELOCITY_LIMIT = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])  # rad
 TORQUE_LIMIT = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0)  # N m
 NEUTRAL = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])  # rad, Franka's ready pose
 FINGER_OPENING = 0.04  # m per finger
+HAND_LINK = 8  # panda_hand
 
 
 @dataclass
@@ -61,6 +62,9 @@ class PandaConfig:
     joint_range_fraction: float = 0.5  # starts/goals: neutral +- this share of each joint's range
     min_goal_height: float = 0.1  # m, end effector above the table
     joint7_gains: list[float] = field(default_factory=lambda: [50.0, 5.0])  # PD (N m/rad, N m s/rad)
+    gui: bool = False  # show the first copy in PyBullet's window (needs a display)
+    hand_payload_kg: float = 0.0  # an uncompensated payload at the hand (a wrong payload
+    # setting on the real robot): its weight acts on the arm, gravity compensation ignores it
 
 
 def observation(q: np.ndarray, dq: np.ndarray, ee: np.ndarray, observe_velocity: bool) -> np.ndarray:
@@ -73,6 +77,14 @@ def observation(q: np.ndarray, dq: np.ndarray, ee: np.ndarray, observe_velocity:
         parts.append(dq[..., :ACTUATED] / VELOCITY_LIMIT[:ACTUATED])
     parts.append(ee)
     return np.concatenate(parts, axis=-1).astype(np.float32)
+
+
+def urdf_for_rviz() -> str:
+    """The simulated Panda's URDF with mesh paths RViz resolves (absolute ``file://``; the
+    pybullet_data copy says ``package://meshes/...``, a package that does not exist)."""
+    root = pybullet_data.getDataPath() + "/franka_panda/"
+    with open(root + "panda.urdf") as fh:
+        return fh.read().replace('filename="package://meshes/', f'filename="file://{root}meshes/')
 
 
 class PandaKinematics:
@@ -129,7 +141,7 @@ class PandaBatch(BatchedReachEnv):
             flags |= pybullet.URDF_USE_INERTIA_FROM_FILE
         if len(cfg.joint_damping) != ACTUATED or min(cfg.joint_damping) < 0:
             raise EnvError(f"joint_damping needs {ACTUATED} values >= 0, got {cfg.joint_damping}")
-        self.clients = [self._connect(flags) for _ in range(num_envs)]
+        self.clients = [self._connect(flags, gui=cfg.gui and i == 0) for i in range(num_envs)]
         self._probe = self._connect(
             pybullet.URDF_USE_SELF_COLLISION | pybullet.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
         )
@@ -139,8 +151,8 @@ class PandaBatch(BatchedReachEnv):
         self.ee = np.zeros((num_envs, 3))
 
     # -- simulator plumbing -------------------------------------------------------------
-    def _connect(self, flags: int) -> tuple[int, int]:
-        cid = pybullet.connect(pybullet.DIRECT)
+    def _connect(self, flags: int, gui: bool = False) -> tuple[int, int]:
+        cid = pybullet.connect(pybullet.GUI if gui else pybullet.DIRECT)
         pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=cid)
         body = pybullet.loadURDF(URDF, useFixedBase=True, flags=flags, physicsClientId=cid)
         pybullet.setGravity(0, 0, -9.81, physicsClientId=cid)
@@ -239,25 +251,36 @@ class PandaBatch(BatchedReachEnv):
 
     def step(self, actions: np.ndarray) -> np.ndarray:
         command = self.check_actions(actions) * np.asarray(self.spec.action_scale)
+        self.advance(command, self.physics_substeps)
+        return self.observe()
+
+    def advance(self, torques: np.ndarray, physics_steps: int) -> None:
+        """Hold joint torques ``(N, 6)`` N m (before the rate limit) for ``physics_steps``
+        physics steps, with gravity compensation, then read the new state."""
         cfg = self.config
         max_delta = cfg.torque_rate_limit * cfg.physics_dt if cfg.torque_rate_limit > 0 else np.inf
         zeros9 = [0.0] * len(MOVABLE)
+        actuated = list(range(ACTUATED))
+        payload = [0.0, 0.0, -9.81 * cfg.hand_payload_kg]
         for i, (cid, body) in enumerate(self.clients):
             applied = self.applied[i]
-            for _ in range(self.physics_substeps):
-                applied = applied + np.clip(command[i] - applied, -max_delta, max_delta)
+            for _ in range(physics_steps):
+                applied = applied + np.clip(torques[i] - applied, -max_delta, max_delta)
                 states = pybullet.getJointStates(body, MOVABLE, physicsClientId=cid)
                 gravity = pybullet.calculateInverseDynamics(
                     body, [s[0] for s in states], zeros9, zeros9, physicsClientId=cid
                 )
                 pybullet.setJointMotorControlArray(
-                    body, list(range(ACTUATED)), pybullet.TORQUE_CONTROL,
+                    body, actuated, pybullet.TORQUE_CONTROL,
                     forces=(applied + gravity[:ACTUATED]).tolist(), physicsClientId=cid,
                 )
+                if cfg.hand_payload_kg:  # the payload's weight, which g(q) does not know about
+                    at = pybullet.getLinkState(body, HAND_LINK, physicsClientId=cid)[0]
+                    pybullet.applyExternalForce(body, HAND_LINK, payload, at, pybullet.WORLD_FRAME,
+                                                physicsClientId=cid)
                 pybullet.stepSimulation(physicsClientId=cid)
             self.applied[i] = applied
         self._read_state()
-        return self.observe()
 
     def effector_jacobians(self) -> np.ndarray:
         jac = np.empty((self.num_envs, 3, ACTUATED))

@@ -1,0 +1,46 @@
+"""What every node's ``main`` shares: rclpy start-up, a clean shutdown, exit codes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+
+
+class StartupError(RuntimeError):
+    """A node refuses to start (bad parameters, a checkpoint that does not fit); exit code 2."""
+
+
+def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: int = 2) -> int:
+    """Init rclpy, build the node, spin until Ctrl-C or shutdown; 2 if the node refused to start."""
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    try:
+        try:
+            node = make()
+        except StartupError as exc:
+            print(f"[snn_control] refusing to start: {exc}", file=sys.stderr)
+            return 2
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        return 0
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+
+
+def declare(node: Node, **defaults) -> dict:
+    """Declare parameters with defaults (types from the defaults) and return their values."""
+    return {name: node.declare_parameter(name, value).value for name, value in defaults.items()}
