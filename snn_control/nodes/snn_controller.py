@@ -4,7 +4,7 @@ Thin shell around :class:`~snn_control.runtime.ControllerCore`: joint states fro
 ``/joint_states`` (by name), goals from ``/goal_pose`` and ``/clicked_point``, a timer at
 ``control_rate_hz`` that publishes safe torques on ``/effort_controller/commands``, the
 forward model's prediction (``~/prediction``) and its effector error (``~/prediction_error``,
-a health signal), and ``/diagnostics`` once a second (loop period p50/p99, compute time,
+a health signal), and ``/diagnostics`` once a second, and each accepted goal on ``~/goal`` (loop period p50/p99, compute time,
 deadline misses, firing rates). Services: ``~/reload_model`` (load ``checkpoint`` again,
 or the path in the ``checkpoint`` parameter if it was changed, and swap at a tick
 boundary) and ``~/set_enabled``. A checkpoint whose I/O spec does not match
@@ -59,6 +59,7 @@ class SnnControllerNode(Node):
         self.prediction_pub = self.create_publisher(Float64MultiArray, "~/prediction", 10)
         self.error_pub = self.create_publisher(Float64, "~/prediction_error", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.goal_pub = self.create_publisher(PointStamped, "~/goal", 10)  # the goal in force
         self.create_subscription(JointState, "/joint_states", self.on_joint_state, 10, callback_group=control)
         self.create_subscription(PoseStamped, "/goal_pose", self.on_goal_pose, 10)
         self.create_subscription(PointStamped, "/clicked_point", self.on_clicked_point, 10)
@@ -90,6 +91,11 @@ class SnnControllerNode(Node):
             self.get_logger().warning(f"goal from {source} rejected: {exc}")
             return
         self.get_logger().info(f"new goal from {source}: {np.round(goal, 3).tolist()}")
+        accepted = PointStamped()
+        accepted.header.frame_id = "panda_link0"
+        accepted.header.stamp = self.get_clock().now().to_msg()
+        accepted.point.x, accepted.point.y, accepted.point.z = (float(v) for v in goal)
+        self.goal_pub.publish(accepted)
 
     def on_goal_pose(self, msg: PoseStamped) -> None:
         p = msg.pose.position

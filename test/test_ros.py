@@ -1,0 +1,304 @@
+"""The nodes over real DDS on localhost (rclpy from PyPI, Fast DDS).
+
+Each test run gets its own ROS_DOMAIN_ID (from the process id) and keeps discovery on
+localhost, so parallel runs never hear each other. Nodes run as separate processes, as
+``snn-control bringup`` starts them; this process plays RViz and the robot's operator.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+REPO = Path(__file__).resolve().parent.parent
+PARAMS = str(REPO / "config" / "panda_reach.yaml")
+DOMAIN = str(120 + os.getpid() % 100)
+os.environ["ROS_DOMAIN_ID"] = DOMAIN
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PointStamped, PoseStamped  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from visualization_msgs.msg import InteractiveMarkerFeedback, InteractiveMarkerUpdate  # noqa: E402
+from visualization_msgs.srv import GetInteractiveMarkers  # noqa: E402
+
+from snn_control.envs.panda import PandaKinematics  # noqa: E402
+
+ARM = [f"panda_joint{i}" for i in range(1, 8)]
+READY = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
+
+
+def start(node: str, *params: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", f"snn_control.nodes.{node}", "--ros-args", "--params-file", PARAMS]
+    for p in params:
+        cmd += ["-p", p]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.stdout.read() if proc.stdout else ""
+
+
+class Operator(Node):
+    """Records what the system publishes; sends what RViz and the arm would send."""
+
+    def __init__(self) -> None:
+        super().__init__("test_operator")
+        self.commands: list[tuple[float, np.ndarray]] = []
+        self.joint_states: list[tuple[float, JointState]] = []
+        self.accepted_goals: list[np.ndarray] = []
+        self.updates: list[InteractiveMarkerUpdate] = []
+        self.diag: dict[str, str] = {}
+        self.create_subscription(Float64MultiArray, "/effort_controller/commands",
+                                 lambda m: self.commands.append((time.monotonic(), np.array(m.data))), 100)
+        self.create_subscription(JointState, "/joint_states",
+                                 lambda m: self.joint_states.append((time.monotonic(), m)), 100)
+        self.create_subscription(PointStamped, "/snn_controller/goal",
+                                 lambda m: self.accepted_goals.append(np.array([m.point.x, m.point.y, m.point.z])), 10)
+        self.create_subscription(InteractiveMarkerUpdate, "/reach_goal/update", self.updates.append, 100)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diag, 10)
+        self.goal_pub = self.create_publisher(PoseStamped, "/goal_pose", 10)
+        self.point_pub = self.create_publisher(PointStamped, "/clicked_point", 10)
+        self.feedback_pub = self.create_publisher(InteractiveMarkerFeedback, "/reach_goal/feedback", 10)
+        self.state_pub = self.create_publisher(JointState, "/joint_states", 10)
+
+    def on_diag(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith("snn_controller"):
+                self.diag = {kv.key: kv.value for kv in status.values}
+
+    def spin(self, seconds: float, until=None) -> bool:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.02)
+            if until is not None and until():
+                return True
+        return until is None
+
+    def call(self, client_type, name: str, request, timeout: float = 20.0):
+        client = self.create_client(client_type, name)
+        assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(self, future, timeout_sec=timeout)
+        assert future.result() is not None, f"{name} did not answer"
+        return future.result()
+
+    def send_pose(self, goal) -> None:
+        msg = PoseStamped()
+        msg.header.frame_id = "panda_link0"
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in goal)
+        self.goal_pub.publish(msg)
+
+    def send_point(self, goal) -> None:
+        msg = PointStamped()
+        msg.header.frame_id = "panda_link0"
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in goal)
+        self.point_pub.publish(msg)
+
+    def drag_marker(self, goal) -> None:
+        for event in (InteractiveMarkerFeedback.MOUSE_DOWN, InteractiveMarkerFeedback.POSE_UPDATE,
+                      InteractiveMarkerFeedback.MOUSE_UP):
+            fb = InteractiveMarkerFeedback(client_id="/rviz", marker_name="reach_goal",
+                                           control_name="move_3d", event_type=event)
+            fb.header.frame_id = "panda_link0"
+            fb.pose.position.x, fb.pose.position.y, fb.pose.position.z = (float(v) for v in goal)
+            fb.pose.orientation.w = 1.0
+            self.feedback_pub.publish(fb)
+
+    def effector(self) -> np.ndarray:
+        msg = self.joint_states[-1][1]
+        index = {n: i for i, n in enumerate(msg.name)}
+        return KINEMATICS.effector(np.array([msg.position[index[n]] for n in ARM]))
+
+
+KINEMATICS = None
+
+
+@pytest.fixture(scope="module")
+def ros():
+    global KINEMATICS
+    rclpy.init(args=[])
+    KINEMATICS = PandaKinematics()
+    node = Operator()
+    yield node
+    node.destroy_node()
+    KINEMATICS.close()
+    rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="class")
+def system(ros):
+    """Simulator, controller and goal marker server, as the bring-up starts them."""
+    procs = {"sim": start("panda_sim"), "controller": start("snn_controller"), "teleop": start("goal_teleop")}
+    ready = ros.spin(60, until=lambda: ros.joint_states and ros.diag)
+    if not ready:
+        logs = {k: stop(p) for k, p in procs.items()}
+        pytest.fail(f"system did not come up: {logs}")
+    yield procs
+    logs = {k: stop(p) for k, p in procs.items()}
+    print(logs)
+
+
+GOALS = [np.array([0.45, 0.20, 0.45]), np.array([0.35, -0.25, 0.55]), np.array([0.50, 0.05, 0.30])]
+
+
+def _send_each_way(ros) -> list[tuple[str, np.ndarray, float, float]]:
+    markers = ros.call(GetInteractiveMarkers, "/reach_goal/get_interactive_markers", GetInteractiveMarkers.Request())
+    assert [m.name for m in markers.markers] == ["reach_goal"]
+    results = []
+    for way, goal in zip(("goal_pose", "clicked_point", "interactive_marker"), GOALS):
+        accepted = len(ros.accepted_goals)
+        start_distance = float(np.linalg.norm(ros.effector() - goal))
+        {"goal_pose": ros.send_pose, "clicked_point": ros.send_point, "interactive_marker": ros.drag_marker}[way](goal)
+        assert ros.spin(5, until=lambda: len(ros.accepted_goals) > accepted), f"goal via {way} not accepted"
+        np.testing.assert_allclose(ros.accepted_goals[-1], goal, atol=1e-9)
+        ros.spin(4.0)
+        results.append((way, goal, start_distance, float(np.linalg.norm(ros.effector() - goal))))
+    return results
+
+
+class TestRunningSystem:
+    """Simulator, controller and goal server up together (torn down after this class)."""
+
+    def test_goals_sent_the_ways_rviz_sends_them_reach_the_controller(self, ros, system):
+        results = _send_each_way(ros)
+        # interactive-marker protocol: pose updates carry consecutive sequence numbers
+        seqs = [u.seq_num for u in ros.updates if u.type == InteractiveMarkerUpdate.UPDATE]
+        assert seqs and all(b == a + 1 for a, b in zip(seqs, seqs[1:]))
+        assert any(u.type == InteractiveMarkerUpdate.KEEP_ALIVE for u in ros.updates)
+        commands = np.array([c for _, c in ros.commands[-200:]])
+        assert np.all(np.isfinite(commands)) and np.any(commands != 0)
+        for way, goal, before, after in results:
+            print(f"{way}: {before:.3f} m -> {after:.3f} m")
+        ros.results = results
+
+
+    @pytest.mark.xfail(reason="the shipped Panda SNN does not reach 5 cm yet (issue 3: 7 % on the held-out goals)",
+                           strict=False)
+    def test_end_effector_ends_within_5cm_of_each_goal(self, ros, system):
+        results = getattr(ros, "results", None) or _send_each_way(ros)
+        assert all(after <= 0.05 for _, _, _, after in results), results
+
+
+    def test_hot_swap_while_running_keeps_ticking_without_torque_jumps(self, ros, system):
+        ros.send_pose(GOALS[0])
+        ros.spin(1.0)
+        swaps = int(ros.diag.get("swaps", "0"))
+        first = len(ros.commands)
+        response = ros.call(Trigger, "/snn_controller/reload_model", Trigger.Request())
+        assert response.success, response.message
+        assert ros.spin(5, until=lambda: int(ros.diag.get("swaps", "0")) == swaps + 1)
+        ros.spin(1.0)
+        stamps = np.array([t for t, _ in ros.commands[first:]])
+        torques = np.array([c for _, c in ros.commands[first:]])
+        period = 0.02
+        assert np.all(np.abs(np.diff(torques, axis=0)) <= 1000.0 * period + 1e-9)  # rate limit
+        # Ticks kept coming through the swap: no stall of the loop while the new model loaded
+        # (gaps are measured at this receiver, on a shared CPU; that the swap itself happens
+        # on a tick boundary without skipping a tick is test_runtime's, deterministically).
+        assert np.max(np.diff(stamps)) < 25 * period
+
+
+    def test_stale_joint_states_zero_torque_within_two_periods_then_resume(self, ros, system):
+        ros.send_pose(GOALS[1])
+        ros.spin(1.0)
+        assert np.any(ros.commands[-1][1] != 0)
+        sim = system["sim"]
+        sim.send_signal(signal.SIGSTOP)  # the simulator freezes: no more joint states
+        try:
+            ros.spin(0.5)
+            last_state = ros.joint_states[-1][0]
+            after = [c for t, c in ros.commands if t > last_state]
+            first_zero = next((i for i, c in enumerate(after) if np.all(c == 0)), None)
+            assert first_zero is not None, "controller never commanded zero torque"
+            # Counted in ticks, so a loaded machine (late ticks) does not blur it: the state
+            # timeout (50 ms = 2.5 periods of 20 ms) plus at most two control periods.
+            assert first_zero <= 5, f"{first_zero} non-zero commands after the last joint state"
+            assert all(np.all(c == 0) for c in after[first_zero:])
+        finally:
+            sim.send_signal(signal.SIGCONT)
+        resumed_from = time.monotonic()
+        assert ros.spin(5, until=lambda: any(t > resumed_from and np.any(c != 0) for t, c in ros.commands[-20:]))
+
+
+def test_controller_refuses_bad_input_with_clear_messages(ros):
+    """Controller alone; this process plays the arm (NaN, wrong lengths) and the user."""
+    proc = start("snn_controller", "diagnostics_period_s:=0.2", "state_timeout_s:=0.5")
+    try:
+        def publish_state(position):
+            msg = JointState(name=ARM, position=[float(x) for x in position], velocity=[0.0] * 7, effort=[0.0] * 7)
+            ros.state_pub.publish(msg)
+
+        assert ros.spin(60, until=lambda: ros.diag.get("status") == "no_state" or ros.diag.get("status") == "no_goal")
+        accepted = len(ros.accepted_goals)
+        ros.send_pose([3.0, 0.0, 0.5])  # outside the workspace
+        ros.spin(0.5)
+        assert len(ros.accepted_goals) == accepted
+        ros.send_pose(GOALS[0])
+        for _ in range(20):
+            publish_state(READY)
+            ros.spin(0.02)
+        assert ros.commands and np.any(ros.commands[-1][1] != 0)
+        for _ in range(10):
+            publish_state([np.nan] + READY[1:])
+            ros.spin(0.02)
+        ros.spin(1.2)  # the controller logs one refusal per second
+        assert np.all(ros.commands[-1][1] == 0)
+        ros.state_pub.publish(JointState(name=ARM, position=[0.0] * 3, velocity=[0.0] * 3))  # wrong length
+        ros.spin(0.3)
+        assert np.all(ros.commands[-1][1] == 0)
+    finally:
+        log = stop(proc)
+    assert "beyond the 0.8 m workspace" in log
+    assert "position of panda_joint1 is nan" in log
+    assert "7 names but 3 positions" in log
+
+
+def test_simulator_rejects_bad_commands(ros):
+    started = time.monotonic()
+    proc = start("panda_sim")
+    try:
+        assert ros.spin(30, until=lambda: ros.joint_states and ros.joint_states[-1][0] > started)
+        pub = ros.create_publisher(Float64MultiArray, "/effort_controller/commands", 10)
+        pub.publish(Float64MultiArray(data=[1.0, 2.0]))
+        ros.spin(1.2)  # the simulator logs one refusal per second
+        pub.publish(Float64MultiArray(data=[float("nan")] * 6))
+        ros.spin(1.5)
+        states = [m for t, m in ros.joint_states[-50:] if t > started]
+        assert states
+        assert all(np.all(np.isfinite(m.position)) for m in states)
+        assert all(np.all(np.asarray(m.effort[:6]) == 0) for m in states)  # nothing applied
+    finally:
+        log = stop(proc)
+    assert "rejected torque command: 2 values, expected 6" in log
+    assert "non-finite" in log
+
+
+def test_controller_refuses_a_checkpoint_for_other_joints(ros, tmp_path):
+    proc = start("snn_controller", "joint_names:=[fr3_joint1,fr3_joint2,fr3_joint3,fr3_joint4,fr3_joint5,fr3_joint6]")
+    try:
+        code = proc.wait(timeout=60)
+    finally:
+        log = stop(proc)
+    assert code == 2
+    assert "refusing to start" in log and "joint_names" in log and "fr3_joint1" in log
