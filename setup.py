@@ -38,5 +38,6 @@ setup(
         "panda_sim = snn_control.nodes.panda_sim:main",
         "snn_controller = snn_control.nodes.snn_controller:main",
         "goal_teleop = snn_control.nodes.goal_teleop:main",
+        "recorder = snn_control.nodes.recorder:main",
     ]},
 )

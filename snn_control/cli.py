@@ -78,6 +78,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
 
     return run_bringup(BringupOptions(
         params=args.params, checkpoint=args.checkpoint, sim=not args.no_sim, teleop=not args.no_teleop,
+        record=args.record,
         goals=args.goals, goal_time_s=args.goal_time, radius_m=args.radius, seed=args.seed,
         extra=tuple(args.set)))
 
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="model directory for the controller (default: the params file's)")
     p.add_argument("--no-sim", action="store_true", help="a real arm publishes /joint_states")
     p.add_argument("--no-teleop", action="store_true", help="no interactive-marker goal server")
+    p.add_argument("--record", action="store_true", help="record rosbag2 (MCAP) splits (recorder node)")
     p.add_argument("--goals", type=int, default=0, help="demo: send N held-out goals, report, exit")
     p.add_argument("--goal-time", type=float, default=4.0, help="seconds per demo goal")
     p.add_argument("--radius", type=float, default=0.05, help="demo success radius (m)")

@@ -33,6 +33,7 @@ NODES = {
     "panda_sim": "snn_control.nodes.panda_sim",
     "snn_controller": "snn_control.nodes.snn_controller",
     "goal_teleop": "snn_control.nodes.goal_teleop",
+    "recorder": "snn_control.nodes.recorder",
 }
 GOAL_WAYS = ("goal_pose", "clicked_point", "interactive_marker")
 
@@ -43,6 +44,7 @@ class BringupOptions:
     checkpoint: str | None = None
     sim: bool = True
     teleop: bool = True
+    record: bool = False
     goals: int = 0
     goal_time_s: float = 4.0
     radius_m: float = 0.05
@@ -58,7 +60,8 @@ def node_command(name: str, params: str, overrides: list[str]) -> list[str]:
 
 
 def start_nodes(options: BringupOptions) -> dict[str, subprocess.Popen]:
-    names = [n for n in NODES if (n != "panda_sim" or options.sim) and (n != "goal_teleop" or options.teleop)]
+    wanted = {"panda_sim": options.sim, "goal_teleop": options.teleop, "recorder": options.record}
+    names = [n for n in NODES if wanted.get(n, True)]
     overrides: dict[str, list[str]] = {n: [] for n in names}
     if options.checkpoint:
         overrides["snn_controller"].append(f"checkpoint:={options.checkpoint}")

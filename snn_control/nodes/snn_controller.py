@@ -60,6 +60,9 @@ class SnnControllerNode(Node):
         self.error_pub = self.create_publisher(Float64, "~/prediction_error", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.goal_pub = self.create_publisher(PointStamped, "~/goal", 10)  # the goal in force
+        # The torques again, stamped with the joint state they were computed from (recording).
+        self.stamped_pub = self.create_publisher(JointState, "~/command_stamped", 10)
+        self.state_stamp = None
         self.create_subscription(JointState, "/joint_states", self.on_joint_state, 10, callback_group=control)
         self.create_subscription(PoseStamped, "/goal_pose", self.on_goal_pose, 10)
         self.create_subscription(PointStamped, "/clicked_point", self.on_clicked_point, 10)
@@ -80,6 +83,7 @@ class SnnControllerNode(Node):
     def on_joint_state(self, msg: JointState) -> None:
         try:
             self.core.update_joint_state(msg.name, msg.position, msg.velocity, self.now_s())
+            self.state_stamp = msg.header.stamp
         except JointStateError as exc:
             self.get_logger().error(f"joint state refused: {exc}; commanding zero torque",
                                     throttle_duration_sec=1.0)
@@ -116,6 +120,10 @@ class SnnControllerNode(Node):
             else:
                 self.get_logger().warning(text)
             self.last_status = result.status
+        if result.status == "active" and self.state_stamp is not None:
+            stamped = JointState(name=list(self.core.settings.joint_names), effort=[float(x) for x in result.torque])
+            stamped.header.stamp = self.state_stamp
+            self.stamped_pub.publish(stamped)
         if result.prediction is not None:
             self.prediction_pub.publish(Float64MultiArray(data=[float(x) for x in result.prediction]))
         if result.prediction_error_m is not None:

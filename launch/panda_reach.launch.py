@@ -1,0 +1,59 @@
+"""Panda reach with a spiking controller: simulator (or a real arm), controller, RViz goals.
+
+    ros2 launch snn_control panda_reach.launch.py [use_sim:=true] [use_rviz:=true]
+        [record:=false] [checkpoint:=<model dir>]
+        [joint_states_topic:=/joint_states]
+
+Parameters come from config/panda_reach.yaml (the file `snn-control bringup` uses too).
+With a real Panda (use_sim:=false), remap its joint states, e.g.
+joint_states_topic:=/franka/joint_states, and see docs/real_robot.md.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch_ros.actions import Node
+
+
+def generate_launch_description():
+    share = get_package_share_directory("snn_control")
+    params = os.path.join(share, "config", "panda_reach.yaml")
+    rviz_config = os.path.join(share, "config", "panda_reach.rviz")
+    from snn_control.envs.panda import urdf_for_rviz  # absolute mesh paths RViz can open
+
+    use_sim = LaunchConfiguration("use_sim")
+    checkpoint = LaunchConfiguration("checkpoint")
+    joint_states = LaunchConfiguration("joint_states_topic")
+    controller_params = [params]
+    has_checkpoint = PythonExpression(["'", checkpoint, "' != ''"])
+    return LaunchDescription([
+        DeclareLaunchArgument("use_sim", default_value="true", description="PyBullet Panda (false: a real arm)"),
+        DeclareLaunchArgument("use_rviz", default_value="true", description="start RViz with the goal marker"),
+        DeclareLaunchArgument("record", default_value="false", description="record a rosbag2 (MCAP) session"),
+        DeclareLaunchArgument("checkpoint", default_value="", description="model directory (default: params file)"),
+        DeclareLaunchArgument("joint_states_topic", default_value="/joint_states",
+                              description="joint state topic of the arm (real Panda: /franka/joint_states)"),
+        Node(package="snn_control", executable="panda_sim", name="panda_sim", parameters=[params],
+             condition=IfCondition(use_sim), output="screen"),
+        Node(package="snn_control", executable="snn_controller", name="snn_controller",
+             parameters=controller_params, remappings=[("/joint_states", joint_states)],
+             condition=IfCondition(PythonExpression(["not ", has_checkpoint])), output="screen"),
+        Node(package="snn_control", executable="snn_controller", name="snn_controller",
+             parameters=controller_params + [{"checkpoint": checkpoint}],
+             remappings=[("/joint_states", joint_states)], condition=IfCondition(has_checkpoint),
+             output="screen"),
+        Node(package="snn_control", executable="goal_teleop", name="goal_teleop", parameters=[params],
+             output="screen"),
+        Node(package="snn_control", executable="recorder", name="recorder", parameters=[params],
+             remappings=[("/joint_states", joint_states)], condition=IfCondition(LaunchConfiguration("record")),
+             output="screen"),
+        Node(package="robot_state_publisher", executable="robot_state_publisher", name="robot_state_publisher",
+             parameters=[{"robot_description": urdf_for_rviz()}], remappings=[("/joint_states", joint_states)],
+             output="screen"),
+        Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", rviz_config],
+             condition=IfCondition(LaunchConfiguration("use_rviz")), output="screen"),
+    ])
