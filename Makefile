@@ -1,11 +1,12 @@
-# The two commands: `make demo` (shipped Panda controller, closed loop in PyBullet) and
-# `make test`. Both create .venv with the pinned dependencies on first use.
+# The two commands: `make demo` (the ROS bring-up, headless: simulator, shipped spiking
+# controller and goal server over DDS, goals sent the ways RViz sends them) and `make test`.
+# Both create .venv with the pinned dependencies on first use.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup results-table clean-venv
+.PHONY: demo test bench-quick setup results-table clean-venv
 
 $(STAMP): requirements.txt setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -18,7 +19,10 @@ $(STAMP): requirements.txt setup.py
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/snn-control demo models/panda_snn
+	$(VENV)/bin/snn-control bringup --goals 8
+
+bench-quick: $(STAMP)
+	for b in bench/[a-z]*.py; do echo "== $$b"; $(PY) $$b --quick > /dev/null || exit 1; done
 
 test: $(STAMP)
 	$(PY) -m pytest -q

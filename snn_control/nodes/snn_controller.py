@@ -27,7 +27,7 @@ from std_srvs.srv import SetBool, Trigger
 from ..envs.panda import JOINT_NAMES
 from ..models import IOSpecMismatch
 from ..paths import resolve
-from ..runtime import ControllerCore, ControllerSettings, GoalRejected, JointStateError, Workspace
+from ..runtime import ControllerCore, ControllerSettings, GoalRejected, JointStateError, LoopStats, Workspace
 from ..training.checkpoint import CheckpointError
 from .common import StartupError, declare, run_node
 
@@ -39,7 +39,7 @@ class SnnControllerNode(Node):
             self, checkpoint="", joint_names=list(JOINT_NAMES[:6]), control_rate_hz=50.0,
             state_timeout_s=0.05, torque_rate_limit=1000.0, workspace_center=[0.0, 0.0, 0.333],
             workspace_min_radius=0.25, workspace_max_radius=0.80, workspace_min_z=0.10,
-            workspace_max_z=1.10, diagnostics_period_s=1.0,
+            workspace_max_z=1.10, diagnostics_period_s=1.0, stats_window=5000,
         )
         if not p["checkpoint"]:
             raise StartupError("parameter 'checkpoint' (a model directory) is not set")
@@ -52,6 +52,7 @@ class SnnControllerNode(Node):
             self.core = ControllerCore(resolve(p["checkpoint"]), settings)
         except (IOSpecMismatch, CheckpointError) as exc:
             raise StartupError(str(exc)) from exc
+        self.core.stats = LoopStats(settings.control_period_s, window=p["stats_window"])
         self.params = p
         control = MutuallyExclusiveCallbackGroup()  # the tick never runs beside itself
         service = MutuallyExclusiveCallbackGroup()  # loading a model does not block ticks
