@@ -48,7 +48,7 @@ def percentiles_us(samples_ns: np.ndarray) -> dict[str, float]:
 
 def emit(name: str, result: dict, quick: bool, out: Path | None = None) -> None:
     record = {"benchmark": name, "quick": quick, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "command": "python bench/" + name + ".py" + (" --quick" if quick else ""),
+              "command": " ".join(["python", f"bench/{name}.py", *sys.argv[1:]]),
               "machine": machine(), **result}
     path = out or RESULTS / f"{name}{'.quick' if quick else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,3 +49,24 @@ def test_a_full_queue_drops_instead_of_blocking(tmp_path):
     assert time.perf_counter() - start < 1.0
     rec.close()
     assert rec.dropped > 0 and rec.written + rec.dropped == 2000
+
+
+def test_foreign_and_corrupt_bags_are_skipped_with_reasons(tmp_path):
+    from pathlib import Path
+
+    from snn_control.training.bags import read_sessions
+    from snn_control.training.checkpoint import load_model
+
+    _, _, spec, _ = load_model(Path(__file__).resolve().parent.parent / "models" / "panda_snn")
+    rec = SplitBagRecorder(tmp_path / "foreign", {"/joint_states": "sensor_msgs/msg/JointState"}, session="f")
+    rec.record("/joint_states", _joint_state(1), 1)
+    foreign = rec.close()[0]
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "metadata.yaml").write_text("rosbag2_bagfile_information: [not, a, bag")
+    before = sorted(p.name for p in foreign.iterdir())
+    result = read_sessions([foreign, corrupt], spec, length=10)
+    assert result.obs.shape == (0, 11, spec.obs_dim) and not result.bags_read
+    reasons = "\n".join(result.skipped)
+    assert "not a recorded controller session" in reasons and str(corrupt) in reasons
+    assert sorted(p.name for p in foreign.iterdir()) == before  # nothing touched

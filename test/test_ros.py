@@ -281,11 +281,21 @@ class TestRunningSystem:
                         stamped.append(msg)
         assert len(states) > 500 and len(stamped) > 50
         # Each action names the observation it answered: its stamp is a joint state's stamp.
-        # (Under load DDS may drop joint states before the recorder sees them, so the
-        # nearest recorded one can be a few 2 ms publish periods away; never further.)
-        recorded = np.array(sorted(sec + 1e-9 * ns for sec, ns in states))
-        offsets = [np.min(np.abs(recorded - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec))) for m in stamped]
-        assert max(offsets) < 0.01 and np.mean(np.array(offsets) < 1e-6) > 0.5
+        # (Under CPU load DDS may drop joint states before the recorder takes them, so not
+        # every one is in the bag; most are, and only exact matches become training data.)
+        matched = [(m.header.stamp.sec, m.header.stamp.nanosec) in states for m in stamped]
+        assert np.mean(matched) > 0.5
+        # ... and the session turns back into training windows
+        from snn_control.training.bags import read_sessions
+        from snn_control.training.checkpoint import load_model
+
+        _, _, spec, _ = load_model(REPO / "models" / "panda_snn")
+        episodes = read_sessions(bags, spec, length=20)
+        assert len(episodes.obs) >= 2 and not episodes.skipped
+        np.testing.assert_allclose(episodes.goals, np.broadcast_to(GOALS[2], episodes.goals.shape), atol=1e-6)
+        assert np.all(np.abs(episodes.actions) <= 1.0) and np.any(episodes.actions != 0)
+        effector = episodes.obs[:, :, slice(*spec.effector)]
+        assert np.all(np.linalg.norm(np.diff(effector, axis=1), axis=-1) < 0.05)  # 20 ms apart
 
 
 def test_controller_refuses_bad_input_with_clear_messages(ros):

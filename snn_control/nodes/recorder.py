@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from ..runtime.recording import SplitBagRecorder
 from .common import declare, run_node
@@ -28,6 +29,8 @@ TOPICS = {
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
 }
 
+LATCHED = {"/snn_controller/goal"}  # state published once per change, transient local
+
 
 def _message_class(msgtype: str):
     package, _, name = msgtype.split("/")
@@ -40,8 +43,11 @@ class RecorderNode(Node):
         super().__init__("recorder")
         p = declare(self, directory="bags", split_s=60.0)
         self.recorder = SplitBagRecorder(Path(p["directory"]).expanduser(), TOPICS, p["split_s"])
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         for topic, msgtype in TOPICS.items():
-            self.create_subscription(_message_class(msgtype), topic, self._callback(topic), 1000, raw=True)
+            qos = latched if topic in LATCHED else 1000
+            self.create_subscription(_message_class(msgtype), topic, self._callback(topic), qos, raw=True)
         self.get_logger().info(f"recording {len(TOPICS)} topics to {self.recorder.directory}/"
                                f"{self.recorder.session}_NNN (MCAP, a new split every {p['split_s']:.0f} s)")
 

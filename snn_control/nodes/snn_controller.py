@@ -20,6 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -60,7 +61,10 @@ class SnnControllerNode(Node):
         self.prediction_pub = self.create_publisher(Float64MultiArray, "~/prediction", 10)
         self.error_pub = self.create_publisher(Float64, "~/prediction_error", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.goal_pub = self.create_publisher(PointStamped, "~/goal", 10)  # the goal in force
+        # The goal in force, latched: a late subscriber (the recorder) still learns it.
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.goal_pub = self.create_publisher(PointStamped, "~/goal", latched)
         # The torques again, stamped with the joint state they were computed from (recording).
         self.stamped_pub = self.create_publisher(JointState, "~/command_stamped", 10)
         self.state_stamp = None

@@ -1,0 +1,94 @@
+"""The tables of docs/performance.md, from bench/results/*.json.
+
+    python bench/report.py [--quick]     # Markdown to stdout (--quick: the smoke results)
+"""
+
+from __future__ import annotations
+
+import json
+
+from _common import RESULTS, parser
+
+
+def _load(name: str, quick: bool) -> dict | None:
+    path = RESULTS / f"{name}{'.quick' if quick else ''}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _source(r: dict) -> str:
+    m = r["machine"]
+    return f"`{r['command']}` on {m['cores']}-core {m['cpu']}, {r['date'][:10]}"
+
+
+def tables(quick: bool) -> str:
+    out = []
+    r = _load("controller_step", quick)
+    if r:
+        out += ["### controller_step (batch 1, one thread, predictor + policy per control step)", "",
+                "| model | p50 us | p99 us | p99.9 us | reference p99 us | speedup p99 | spikes identical | max output diff |",
+                "|---|---|---|---|---|---|---|---|"]
+        for m in r["models"].values():
+            out.append(f"| {m['model']} ({m['hidden']} x 2, S={m['substeps']}) | {m['p50_us']:.0f} | {m['p99_us']:.0f} | "
+                       f"{m['p999_us']:.0f} | {m['reference_p99_us']:.0f} | {m['speedup_p99']:.1f}x | "
+                       f"{m['spikes_identical']} | {m['max_abs_output_diff']:.1e} |")
+        out += ["", _source(r), ""]
+    r = _load("train_step", quick)
+    if r:
+        out += ["### train_step (one update, the trainer's own code)", "",
+                "| update | reference s | fast s | speedup | max relative gradient difference |", "|---|---|---|---|---|"]
+        for kind in ("predictor", "policy"):
+            out.append(f"| {kind} | {r[f'{kind}_reference_s']:.2f} | {r[f'{kind}_fast_s']:.2f} | "
+                       f"{r[f'{kind}_speedup']:.1f}x | {r[f'{kind}_max_rel_grad_diff']:.1e} |")
+        out += ["", f"Batch {r['batch']}, {r['warmup']} + {r['unroll']} steps, {r['substeps']} substeps, "
+                f"2 x {r['hidden']} ALIF, rank {r['rank']}, {r['threads']} thread(s), compiled: {r['compiled']}. "
+                f"Peak memory (one predictor + one policy update, fresh process): reference "
+                f"{r['reference_peak_rss_mb'] / 1024:.2f} GB, fast {r['fast_peak_rss_mb'] / 1024:.2f} GB.", "",
+                _source(r), ""]
+    r = _load("collect", quick)
+    if r:
+        out += ["### collect (Panda, SNN policy in the loop)", "",
+                f"{r['envs']} envs: {r['steps_per_s']:.0f} control steps/s with {r['workers']} worker processes, "
+                f"{r['reference_steps_per_s']:.0f} in one process ({r['speedup']:.2f}x); "
+                f"episodes identical: {r['episodes_identical']}.", "", _source(r), ""]
+    r = _load("control_loop", quick)
+    if r:
+        out += ["### control_loop (snn_controller node, simulator in another process, over DDS)", "",
+                "| rate Hz | ticks | period p50 ms | period p99 ms | compute p99 us | deadline misses |", "|---|---|---|---|---|---|"]
+        for run in r["runs"]:
+            out.append(f"| {run['rate_hz']:g} | {run['ticks']} | {run['period_p50_ms']:.2f} | {run['period_p99_ms']:.2f} | "
+                       f"{run['compute_p99_us']:.0f} | {100 * run['deadline_miss_rate']:.2f} % |")
+        out += ["", _source(r), ""]
+    r = _load("energy", quick)
+    if r:
+        out += ["### energy (per control step; " + f"{r['pj_per_accumulate']} pJ per accumulate, "
+                f"{r['pj_per_mac']} pJ per MAC: {r['energy_source']})", "",
+                "| model | firing rates Hz (predictor; policy) | synaptic events | dense MACs | SNN nJ | equal-size ANN nJ |",
+                "|---|---|---|---|---|---|"]
+        for name, m in r["models"].items():
+            ev = m["predictor"]["spike_events_per_step"] + m["policy"]["spike_events_per_step"]
+            macs = m["predictor"]["dense_macs_per_step"] + m["policy"]["dense_macs_per_step"]
+            out.append(f"| {name} | {m['predictor']['firing_rate_hz']}; {m['policy']['firing_rate_hz']} | {ev:.0f} | "
+                       f"{macs:.0f} | {m['snn_energy_nj_per_step']:.0f} | {m['equal_size_ann_energy_nj_per_step']:.0f} |")
+        out += ["", f"The GRU + MLP baseline (`panda_gru`): {sum(r['panda_gru_baseline_macs_per_step'].values()):,} MACs, "
+                f"{r['panda_gru_baseline_energy_nj_per_step']:.0f} nJ per control step.", "", _source(r), ""]
+    for name in ("time_to_skill", "time_to_skill_reacher"):
+        r = _load(name, quick)
+        if r:
+            out += [f"### {name}", ""]
+            for task, run in r["runs"].items():
+                hit = run["time_to_threshold_s"]
+                out.append(f"- {task}: " + (f"{hit / 60:.1f} min to {r['threshold']:.0%} validation success "
+                                            f"(iteration {run['iterations_to_threshold']})" if hit is not None else
+                                            f"never reached {r['threshold']:.0%} (best {run['best_validation_success_rate']:.0%})")
+                           + f"; {run['total_train_s'] / 60:.1f} min for all {run['iterations_run']} iterations")
+            out += ["", _source(r), ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    print(tables(args.quick))
+
+
+if __name__ == "__main__":
+    main()
