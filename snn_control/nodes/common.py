@@ -6,7 +6,7 @@ import sys
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
 
@@ -15,6 +15,7 @@ class StartupError(RuntimeError):
 
 
 def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: int = 2) -> int:
+    """``threads`` 1: a single-threaded executor (least Python overhead per callback)."""
     """Init rclpy, build the node, spin until Ctrl-C or shutdown; 2 if the node refused to start."""
     rclpy.init(args=sys.argv if args is None else args)
     node = None
@@ -24,7 +25,7 @@ def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: i
         except StartupError as exc:
             print(f"[snn_control] refusing to start: {exc}", file=sys.stderr)
             return 2
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         try:
             executor.spin()

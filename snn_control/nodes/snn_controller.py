@@ -13,7 +13,9 @@ boundary) and ``~/set_enabled``. A checkpoint whose I/O spec does not match
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -73,11 +75,21 @@ class SnnControllerNode(Node):
         self.create_subscription(PointStamped, "/clicked_point", self.on_clicked_point, 10)
         self.create_service(Trigger, "~/reload_model", self.on_reload, callback_group=service)
         self.create_service(SetBool, "~/set_enabled", self.on_set_enabled)
-        self.timer = self.create_timer(settings.control_period_s, self.on_tick, callback_group=control)
+        # The control loop: with sim time, a ROS timer on /clock; with wall time, a thread of
+        # its own that sleeps to absolute deadlines, so executor latency (rclpy spends
+        # hundreds of microseconds per callback in Python) never delays a tick.
+        self._running = True
+        if self.get_parameter("use_sim_time").value:
+            self.timer = self.create_timer(settings.control_period_s, self.on_tick, callback_group=control)
+            self._loop = None
+        else:
+            self._loop = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
         self.last_status = ""
         self.last_error: float | None = None
         self._reload_lock = threading.Lock()
+        if self._loop is not None:
+            self._loop.start()
         self.get_logger().info(f"controlling {list(settings.joint_names)} at {p['control_rate_hz']:.0f} Hz "
                                f"with {p['checkpoint']}")
 
@@ -115,6 +127,23 @@ class SnnControllerNode(Node):
         self._goal([p.x, p.y, p.z], "/clicked_point")
 
     # -- the control tick -------------------------------------------------------------
+    def _control_loop(self) -> None:
+        period = self.core.settings.control_period_s
+        deadline = time.monotonic()
+        while self._running:
+            deadline += period
+            try:
+                self.on_tick()
+            except Exception as exc:  # noqa: BLE001 - never leave the last torque applied
+                self.get_logger().error(f"control tick failed ({type(exc).__name__}: {exc}); stopping the arm",
+                                        throttle_duration_sec=1.0)
+                self.torque_pub.publish(Float64MultiArray(data=[float(x) for x in self.core.safety.stop()]))
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -period:  # fell a whole period behind: restart the schedule, no burst
+                deadline = time.monotonic()
+
     def on_tick(self) -> None:
         result = self.core.tick(self.now_s())
         self.torque_pub.publish(Float64MultiArray(data=[float(x) for x in result.torque]))
@@ -137,18 +166,29 @@ class SnnControllerNode(Node):
 
     # -- services ---------------------------------------------------------------------
     def on_reload(self, request, response):
+        """Check the checkpoint here (spec, files: milliseconds); build its networks in a
+        thread of its own, so neither the executor nor a control tick waits for it."""
         path = resolve(self.get_parameter("checkpoint").value)
+        try:
+            self.core.check_model(path)
+        except (IOSpecMismatch, CheckpointError, OSError) as exc:
+            response.success, response.message = False, f"kept the running model: {exc}"
+            self.get_logger().error(response.message)
+            return response
+        threading.Thread(target=self._load_and_swap, args=(path,), daemon=True).start()
+        response.success, response.message = True, f"loading {path}; it takes over at a tick boundary"
+        self.get_logger().info(response.message)
+        return response
+
+    def _load_and_swap(self, path) -> None:
         with self._reload_lock:
             try:
                 model = self.core.prepare_model(path)
             except (IOSpecMismatch, CheckpointError, OSError) as exc:
-                response.success, response.message = False, f"kept the running model: {exc}"
-                self.get_logger().error(response.message)
-                return response
+                self.get_logger().error(f"kept the running model: {exc}")
+                return
             self.core.request_swap(model)
-        response.success, response.message = True, f"swapping to {path} (version {model.version}) at the next tick"
-        self.get_logger().info(response.message)
-        return response
+        self.get_logger().info(f"swapping to {path} (version {model.version}) at the next tick")
 
     def on_set_enabled(self, request, response):
         self.core.set_enabled(request.data)
@@ -172,11 +212,15 @@ class SnnControllerNode(Node):
         self.diag_pub.publish(msg)
 
     def close(self) -> None:
+        self._running = False
+        if self._loop is not None:
+            self._loop.join(timeout=1.0)
         self.core.close()
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(SnnControllerNode, args, threads=3)
+    sys.setswitchinterval(1e-3)  # a waking control thread waits at most ~1 ms for the GIL
+    return run_node(SnnControllerNode, args, threads=1)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -120,15 +121,33 @@ class ControllerCore:
         try:
             q, dq = order_joint_state(names, positions, velocities, self.settings.joint_names)
         except JointStateError as exc:
-            self._state_error = str(exc)
+            with self._lock:
+                self._state_error = str(exc)
             raise
         if "panda_joint7" in names:  # the effector's forward kinematics uses joint 7 too
             i = list(names).index("panda_joint7")
             if np.isfinite(positions[i]):
                 self._q7 = float(positions[i])
-        self._q, self._dq, self._state_time, self._state_error = q, dq, received_s, None
+        with self._lock:  # the tick may run in another thread: never a torn state
+            self._q, self._dq, self._state_time, self._state_error = q, dq, received_s, None
 
     # -- model swap -----------------------------------------------------------------
+    def check_model(self, model_dir: str | Path) -> None:
+        """Refuse a model directory whose files are missing or whose I/O spec does not fit,
+        without building its networks."""
+        from ..models import IOSpec
+        from ..training.checkpoint import CheckpointError
+
+        path = Path(model_dir) / "io_spec.json"
+        try:
+            spec = IOSpec.from_dict(json.loads(path.read_text()), str(path))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{model_dir}: cannot read io_spec.json ({exc})") from exc
+        if not (Path(model_dir) / "model.pt").exists():
+            raise CheckpointError(f"{model_dir}: no model.pt")
+        spec.check({"joint_names": list(self.settings.joint_names),
+                    "control_period_s": self.settings.control_period_s}, str(model_dir))
+
     def prepare_model(self, model_dir: str | Path) -> LoadedModel:
         """Load and check a model off the control path (raises on a mismatch or corruption)."""
         return LoadedModel.load(model_dir, self.settings.joint_names, self.settings.control_period_s)
@@ -168,21 +187,22 @@ class ControllerCore:
 
     def _compute(self, now_s: float) -> TickResult:
         s = self.settings
+        with self._lock:
+            q, dq, q7, state_time, state_error = self._q, self._dq, self._q7, self._state_time, self._state_error
         if not self.enabled:
             return self._stop("disabled")
-        if self._state_error is not None:
-            return self._stop("invalid_state", self._state_error)
-        if self._state_time is None:
+        if state_error is not None:
+            return self._stop("invalid_state", state_error)
+        if state_time is None:
             return self._stop("no_state")
-        age = now_s - self._state_time
+        age = now_s - state_time
         if age > s.state_timeout_s:
             return self._stop("stale", f"joint states {age * 1e3:.0f} ms old")
         if self.goal is None:
             return self._stop("no_goal")
         model = self.model
-        q7 = np.concatenate([self._q, [self._q7]]) if len(self._q) == 6 else self._q
-        ee = self.kinematics.effector(q7)
-        obs = observation(self._q, self._dq, ee, model.observe_velocity).astype(np.float64)
+        ee = self.kinematics.effector(np.concatenate([q, [q7]]) if len(q) == 6 else q)
+        obs = observation(q, dq, ee, model.observe_velocity).astype(np.float64)
         error = None
         if self._prediction is not None:
             error = float(np.linalg.norm(self._prediction[model.effector] - obs[model.effector]))
