@@ -63,11 +63,11 @@ def _read_bag(bag: Path) -> tuple[dict[int, object], list, list]:
     return states, commands, goals
 
 
-def read_sessions(bags, spec: IOSpec, length: int, tolerance_s: float = 0.25) -> SessionEpisodes:
+def read_sessions(bags, spec: IOSpec, length: int, max_gap_periods: float = 1.5) -> SessionEpisodes:
     """Windows of ``length`` control steps from every readable bag of ``bags``.
 
-    ``tolerance_s``: a gap between consecutive steps longer than ``(1 + tolerance_s)``
-    control periods ends a segment (a missed tick, a pause, a new goal).
+    ``max_gap_periods``: a gap between consecutive steps longer than this many control
+    periods ends a segment (a missed tick, a pause); so does a new goal.
     """
     obs_out, act_out, goal_out, read, skipped = [], [], [], [], []
     scale = np.asarray(spec.action_scale, dtype=np.float64)
@@ -104,7 +104,7 @@ def read_sessions(bags, spec: IOSpec, length: int, tolerance_s: float = 0.25) ->
             segment: list = []
             for step in steps + [None]:
                 breaks = (step is None or not segment or step[3] != segment[-1][3]
-                          or step[0] - segment[-1][0] > (1 + tolerance_s) * period_ns)
+                          or step[0] - segment[-1][0] > max_gap_periods * period_ns)
                 if breaks and segment:
                     # observation k+1 is the state the next command answered: windows need length + 1
                     for start in range(0, len(segment) - length, length):
