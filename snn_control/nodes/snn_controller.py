@@ -30,7 +30,7 @@ from std_srvs.srv import SetBool, Trigger
 from ..envs.panda import JOINT_NAMES
 from ..models import IOSpecMismatch
 from ..paths import resolve
-from ..runtime import ControllerCore, ControllerSettings, GoalRejected, JointStateError, LoopStats, Workspace
+from ..runtime import ControllerCore, ControllerSettings, GoalRejected, JointStateError, Workspace
 from ..training.checkpoint import CheckpointError
 from .common import StartupError, declare, run_node
 
@@ -50,12 +50,12 @@ class SnnControllerNode(Node):
             joint_names=tuple(p["joint_names"]), control_period_s=1.0 / p["control_rate_hz"],
             state_timeout_s=p["state_timeout_s"], torque_rate_limit=p["torque_rate_limit"],
             workspace=Workspace(tuple(p["workspace_center"]), p["workspace_min_radius"],
-                                p["workspace_max_radius"], p["workspace_min_z"], p["workspace_max_z"]))
+                                p["workspace_max_radius"], p["workspace_min_z"], p["workspace_max_z"]),
+            stats_window=p["stats_window"])
         try:
             self.core = ControllerCore(resolve(p["checkpoint"]), settings)
         except (IOSpecMismatch, CheckpointError) as exc:
             raise StartupError(str(exc)) from exc
-        self.core.stats = LoopStats(settings.control_period_s, window=p["stats_window"])
         self.params = p
         control = MutuallyExclusiveCallbackGroup()  # the tick never runs beside itself
         service = MutuallyExclusiveCallbackGroup()  # loading a model does not block ticks

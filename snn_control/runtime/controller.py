@@ -84,6 +84,7 @@ class ControllerSettings:
     state_timeout_s: float = 0.05  # joint states older than this: zero torque
     torque_rate_limit: float = 1000.0  # N m/s
     workspace: Workspace = field(default_factory=Workspace)
+    stats_window: int = 5000  # ticks kept for the loop statistics
 
 
 class ControllerCore:
@@ -96,7 +97,7 @@ class ControllerCore:
         limits = [TORQUE_LIMIT[JOINT_NAMES.index(n)] for n in s.joint_names]
         self.safety = TorqueSafetyFilter(limits, s.torque_rate_limit, s.control_period_s)
         self.kinematics = PandaKinematics()
-        self.stats = LoopStats(s.control_period_s)
+        self.stats = LoopStats(s.control_period_s, window=s.stats_window)
         self.goal: np.ndarray | None = None
         self.enabled = True
         self.swaps = 0
