@@ -32,7 +32,7 @@ class PandaSimNode(Node):
     def __init__(self) -> None:
         super().__init__("panda_sim")
         p = declare(
-            self, physics_dt=0.001, publish_rate_hz=500.0, real_time_factor=1.0,
+            self, physics_dt=0.001, publish_rate_hz=250.0, real_time_factor=1.0,
             command_timeout_s=0.1, gui=False, joint_names=list(JOINT_NAMES[:ACTUATED]),
             joint_damping=[1.0, 1.0, 1.0, 1.0, 0.3, 0.3], inertia_from_urdf=True,
             limit_joint_velocity=True, torque_rate_limit=1000.0, hand_payload_kg=0.0,

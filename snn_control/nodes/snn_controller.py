@@ -70,7 +70,8 @@ class SnnControllerNode(Node):
         # The torques again, stamped with the joint state they were computed from (recording).
         self.stamped_pub = self.create_publisher(JointState, "~/command_stamped", 10)
         self.state_stamp = None
-        self.create_subscription(JointState, "/joint_states", self.on_joint_state, 10, callback_group=control)
+        # Depth 1: only the newest joint state matters; a queue would hand the tick stale ones.
+        self.create_subscription(JointState, "/joint_states", self.on_joint_state, 1, callback_group=control)
         self.create_subscription(PoseStamped, "/goal_pose", self.on_goal_pose, 10)
         self.create_subscription(PointStamped, "/clicked_point", self.on_clicked_point, 10)
         self.create_service(Trigger, "~/reload_model", self.on_reload, callback_group=service)
