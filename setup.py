@@ -39,5 +39,6 @@ setup(
         "snn_controller = snn_control.nodes.snn_controller:main",
         "goal_teleop = snn_control.nodes.goal_teleop:main",
         "recorder = snn_control.nodes.recorder:main",
+        "trainer = snn_control.nodes.trainer:main",
     ]},
 )

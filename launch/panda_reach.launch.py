@@ -1,12 +1,14 @@
 """Panda reach with a spiking controller: simulator (or a real arm), controller, RViz goals.
 
     ros2 launch snn_control panda_reach.launch.py [use_sim:=true] [use_rviz:=true]
-        [record:=false] [checkpoint:=<model dir>]
+        [record:=false] [finetune:=false] [checkpoint:=<model dir>]
         [joint_states_topic:=/joint_states]
 
 Parameters come from config/panda_reach.yaml (the file `snn-control bringup` uses too).
 With a real Panda (use_sim:=false), remap its joint states, e.g.
-joint_states_topic:=/franka/joint_states, and see docs/real_robot.md.
+joint_states_topic:=/franka/joint_states, and see docs/real_robot.md. finetune:=true records
+too and starts the trainer, which fine-tunes the running model from the recorded bags and
+hot-swaps accepted versions into the controller.
 """
 
 import os
@@ -30,10 +32,16 @@ def generate_launch_description():
     joint_states = LaunchConfiguration("joint_states_topic")
     controller_params = [params]
     has_checkpoint = PythonExpression(["'", checkpoint, "' != ''"])
+    finetune = LaunchConfiguration("finetune")
+    record = PythonExpression(["'", LaunchConfiguration("record"), "' == 'true' or '", finetune, "' == 'true'"])
+    finetune_default = PythonExpression(["'", finetune, "' == 'true' and '", checkpoint, "' == ''"])
+    finetune_given = PythonExpression(["'", finetune, "' == 'true' and '", checkpoint, "' != ''"])
     return LaunchDescription([
         DeclareLaunchArgument("use_sim", default_value="true", description="PyBullet Panda (false: a real arm)"),
         DeclareLaunchArgument("use_rviz", default_value="true", description="start RViz with the goal marker"),
         DeclareLaunchArgument("record", default_value="false", description="record a rosbag2 (MCAP) session"),
+        DeclareLaunchArgument("finetune", default_value="false",
+                              description="record, fine-tune from the bags and hot-swap (trainer node)"),
         DeclareLaunchArgument("checkpoint", default_value="", description="model directory (default: params file)"),
         DeclareLaunchArgument("joint_states_topic", default_value="/joint_states",
                               description="joint state topic of the arm (real Panda: /franka/joint_states)"),
@@ -49,7 +57,12 @@ def generate_launch_description():
         Node(package="snn_control", executable="goal_teleop", name="goal_teleop", parameters=[params],
              output="screen"),
         Node(package="snn_control", executable="recorder", name="recorder", parameters=[params],
-             remappings=[("/joint_states", joint_states)], condition=IfCondition(LaunchConfiguration("record")),
+             remappings=[("/joint_states", joint_states)], condition=IfCondition(record),
+             output="screen"),
+        Node(package="snn_control", executable="trainer", name="trainer", parameters=[params],
+             condition=IfCondition(finetune_default), output="screen"),
+        Node(package="snn_control", executable="trainer", name="trainer",
+             parameters=[params, {"checkpoint": checkpoint}], condition=IfCondition(finetune_given),
              output="screen"),
         Node(package="robot_state_publisher", executable="robot_state_publisher", name="robot_state_publisher",
              parameters=[{"robot_description": urdf_for_rviz()}], remappings=[("/joint_states", joint_states)],

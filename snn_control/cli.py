@@ -4,7 +4,9 @@
     snn-control eval MODEL_DIR [--episodes N] [--seed S] [--out FILE]
     snn-control demo [MODEL_DIR] [--goals N]
     snn-control results-table [MODEL_DIR ...]
-    snn-control bringup [--goals N] [--checkpoint DIR] [--no-sim] [--set NODE:NAME:=VALUE ...]
+    snn-control finetune MODEL_DIR BAG [BAG ...] [--out ROOT] [--set KEY=VALUE ...] [--env KEY=VALUE ...]
+    snn-control bringup [--goals N] [--checkpoint DIR] [--no-sim] [--record] [--finetune]
+                        [--set NODE:NAME:=VALUE ...]
 """
 
 from __future__ import annotations
@@ -73,12 +75,75 @@ def cmd_results_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_values(items: list[str], what: str) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise config_mod.ConfigError(f"{what} {item!r} is not KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .training.bags import read_sessions
+    from .training.checkpoint import load_model
+    from .training.finetune import FinetuneError, FinetuneSettings, finetune, write_version
+
+    fields = {f.name for f in dataclasses.fields(FinetuneSettings)} - {"env_overrides"}
+    values = _key_values(args.set, "--set")
+    unknown = set(values) - fields
+    if unknown:
+        raise config_mod.ConfigError(f"--set: unknown fine-tuning keys {sorted(unknown)}; known: {sorted(fields)}")
+    settings = FinetuneSettings(**values, env_overrides=_key_values(args.env, "--env"))
+    _, _, spec, _ = load_model(args.model_dir)
+    sessions = read_sessions(args.bags, spec, settings.window)
+    for reason in sessions.skipped:
+        print(f"skipped {reason}", file=sys.stderr)
+    print(f"{len(sessions.obs)} windows of {settings.window} steps from {len(sessions.bags_read)} bag(s)")
+    try:
+        report, candidate = finetune(args.model_dir, sessions, settings,
+                                     progress=None if args.no_progress else _progress_bar())
+    except FinetuneError as exc:
+        print(f"snn-control finetune: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: report[k] for k in ("accepted", "reason", "heldout", "simulation")}, indent=2))
+    if candidate is None:
+        print("rejected: the running model stays")
+        return 1
+    path = write_version(Path(args.out), candidate, report)
+    print(f"accepted: wrote {path}")
+    return 0
+
+
+def _progress_bar():
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def update(stage: str, done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="finetune", unit="update")
+        bar.set_postfix(stage=stage)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
 def cmd_bringup(args: argparse.Namespace) -> int:
     from .nodes.bringup import BringupOptions, run_bringup
 
     return run_bringup(BringupOptions(
         params=args.params, checkpoint=args.checkpoint, sim=not args.no_sim, teleop=not args.no_teleop,
-        record=args.record,
+        record=args.record, finetune=args.finetune,
         goals=args.goals, goal_time_s=args.goal_time, radius_m=args.radius, seed=args.seed,
         extra=tuple(args.set)))
 
@@ -105,12 +170,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--goals", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("finetune", help="fine-tune a model from recorded bags; write it as a new version if it passes")
+    p.add_argument("model_dir")
+    p.add_argument("bags", nargs="+", help="rosbag2 directories recorded by the recorder node")
+    p.add_argument("--out", default="runs/finetuned", help="versions are written as OUT/vNNNN/")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fine-tuning setting, e.g. --set policy_updates=300 (repeatable)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="simulated plant for validation, e.g. --env hand_payload_kg=1.0 (repeatable)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("bringup", help="start the ROS nodes (sim, controller, goal marker) without ros2 launch")
     p.add_argument("--params", default="config/panda_reach.yaml", help="the nodes' ROS parameter file")
     p.add_argument("--checkpoint", help="model directory for the controller (default: the params file's)")
     p.add_argument("--no-sim", action="store_true", help="a real arm publishes /joint_states")
     p.add_argument("--no-teleop", action="store_true", help="no interactive-marker goal server")
     p.add_argument("--record", action="store_true", help="record rosbag2 (MCAP) splits (recorder node)")
+    p.add_argument("--finetune", action="store_true",
+                   help="record, fine-tune from the bags and hot-swap accepted versions (trainer node)")
     p.add_argument("--goals", type=int, default=0, help="demo: send N held-out goals, report, exit")
     p.add_argument("--goal-time", type=float, default=4.0, help="seconds per demo goal")
     p.add_argument("--radius", type=float, default=0.05, help="demo success radius (m)")

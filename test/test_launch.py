@@ -28,7 +28,7 @@ def test_every_snn_control_executable_is_a_console_script():
     scripts = set(re.findall(r'"(\w+) = snn_control\.[\w.]+:main"', (REPO / "setup.py").read_text()))
     ours = [c for c in _node_calls() if c.get("package") == "snn_control"]
     assert {c["executable"] for c in ours} <= scripts
-    assert {"panda_sim", "snn_controller", "goal_teleop", "recorder"} <= {c["executable"] for c in ours}
+    assert {"panda_sim", "snn_controller", "goal_teleop", "recorder", "trainer"} <= {c["executable"] for c in ours}
     for c in ours:  # each console script's module really has main()
         module = re.search(rf'"{c["executable"]} = (snn_control\.[\w.]+):main"', (REPO / "setup.py").read_text()).group(1)
         assert importlib.util.find_spec(module) is not None
@@ -50,7 +50,7 @@ def test_joint_state_remap_for_a_real_arm():
     calls = [c for c in _node_calls() if c.get("executable") in ("snn_controller", "recorder", "robot_state_publisher")]
     assert calls and all("remappings" in c["_kw"] for c in calls)
     assert "joint_states_topic" in LAUNCH.read_text()
-    for arg in ("use_sim", "use_rviz", "record", "checkpoint"):
+    for arg in ("use_sim", "use_rviz", "record", "finetune", "checkpoint"):
         assert f'DeclareLaunchArgument("{arg}"' in LAUNCH.read_text()
 
 
@@ -58,7 +58,7 @@ def test_node_parameters_in_yaml_are_declared_by_the_nodes():
     """A typo in config/panda_reach.yaml would be ignored by rclpy; catch it here."""
     params = yaml.safe_load((REPO / "config" / "panda_reach.yaml").read_text())
     for node, module in (("panda_sim", "panda_sim"), ("snn_controller", "snn_controller"),
-                         ("goal_teleop", "goal_teleop"), ("recorder", "recorder")):
+                         ("goal_teleop", "goal_teleop"), ("recorder", "recorder"), ("trainer", "trainer")):
         source = (REPO / "snn_control" / "nodes" / f"{module}.py").read_text()
         declared = set(re.findall(r"(\w+)=", source[source.index("declare("):]))
         unknown = set(params[node]["ros__parameters"]) - declared

@@ -34,6 +34,7 @@ NODES = {
     "snn_controller": "snn_control.nodes.snn_controller",
     "goal_teleop": "snn_control.nodes.goal_teleop",
     "recorder": "snn_control.nodes.recorder",
+    "trainer": "snn_control.nodes.trainer",
 }
 GOAL_WAYS = ("goal_pose", "clicked_point", "interactive_marker")
 
@@ -45,6 +46,7 @@ class BringupOptions:
     sim: bool = True
     teleop: bool = True
     record: bool = False
+    finetune: bool = False  # records too, and runs the trainer node
     goals: int = 0
     goal_time_s: float = 4.0
     radius_m: float = 0.05
@@ -60,11 +62,14 @@ def node_command(name: str, params: str, overrides: list[str]) -> list[str]:
 
 
 def start_nodes(options: BringupOptions) -> dict[str, subprocess.Popen]:
-    wanted = {"panda_sim": options.sim, "goal_teleop": options.teleop, "recorder": options.record}
+    wanted = {"panda_sim": options.sim, "goal_teleop": options.teleop,
+              "recorder": options.record or options.finetune, "trainer": options.finetune}
     names = [n for n in NODES if wanted.get(n, True)]
     overrides: dict[str, list[str]] = {n: [] for n in names}
     if options.checkpoint:
-        overrides["snn_controller"].append(f"checkpoint:={options.checkpoint}")
+        for node in ("snn_controller", "trainer"):
+            if node in overrides:
+                overrides[node].append(f"checkpoint:={options.checkpoint}")
     for item in options.extra:
         node, _, assignment = item.partition(":")
         if node not in overrides or ":=" not in assignment:

@@ -14,9 +14,14 @@ class StartupError(RuntimeError):
     """A node refuses to start (bad parameters, a checkpoint that does not fit); exit code 2."""
 
 
-def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: int = 2) -> int:
-    """``threads`` 1: a single-threaded executor (least Python overhead per callback)."""
-    """Init rclpy, build the node, spin until Ctrl-C or shutdown; 2 if the node refused to start."""
+def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
+    """Init rclpy, build the node, spin until Ctrl-C or shutdown; 2 if the node refused to start.
+
+    ``threads`` 1 (the default): a single-threaded executor. rclpy's multi-threaded executor
+    spends so much Python time per wake-up that it starved the simulator's physics thread
+    of the GIL: with one extra 250 Hz subscriber on the 2-core machine the controller saw
+    stale joint states 143 times in 24 s, against 0 with this executor
+    (``python bench/control_loop.py --listeners 1``; docs/performance.md)."""
     rclpy.init(args=sys.argv if args is None else args)
     node = None
     try:

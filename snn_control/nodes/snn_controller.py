@@ -67,9 +67,8 @@ class SnnControllerNode(Node):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.goal_pub = self.create_publisher(PointStamped, "~/goal", latched)
-        # The torques again, stamped with the joint state they were computed from (recording).
+        # The torques again, with the joint state they were computed from (recording).
         self.stamped_pub = self.create_publisher(JointState, "~/command_stamped", 10)
-        self.state_stamp = None
         # Depth 1: only the newest joint state matters; a queue would hand the tick stale ones.
         self.create_subscription(JointState, "/joint_states", self.on_joint_state, 1, callback_group=control)
         self.create_subscription(PoseStamped, "/goal_pose", self.on_goal_pose, 10)
@@ -100,8 +99,7 @@ class SnnControllerNode(Node):
     # -- inputs ---------------------------------------------------------------------
     def on_joint_state(self, msg: JointState) -> None:
         try:
-            self.core.update_joint_state(msg.name, msg.position, msg.velocity, self.now_s())
-            self.state_stamp = msg.header.stamp
+            self.core.update_joint_state(msg.name, msg.position, msg.velocity, self.now_s(), msg.header.stamp)
         except JointStateError as exc:
             self.get_logger().error(f"joint state refused: {exc}; commanding zero torque",
                                     throttle_duration_sec=1.0)
@@ -155,9 +153,14 @@ class SnnControllerNode(Node):
             else:
                 self.get_logger().warning(text)
             self.last_status = result.status
-        if result.status == "active" and self.state_stamp is not None:
-            stamped = JointState(name=list(self.core.settings.joint_names), effort=[float(x) for x in result.torque])
-            stamped.header.stamp = self.state_stamp
+        if result.status == "active" and result.state_stamp is not None:
+            # The torques with the joint state they answer (stamp, positions, velocities), so
+            # a recording pairs each action with its observation even if it lost that state.
+            stamped = JointState(name=list(self.core.settings.joint_names),
+                                 position=[float(x) for x in result.joint_positions],
+                                 velocity=[float(x) for x in result.joint_velocities],
+                                 effort=[float(x) for x in result.torque])
+            stamped.header.stamp = result.state_stamp
             self.stamped_pub.publish(stamped)
         if result.prediction is not None:
             self.prediction_pub.publish(Float64MultiArray(data=[float(x) for x in result.prediction]))
@@ -221,7 +224,7 @@ class SnnControllerNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     sys.setswitchinterval(1e-3)  # a waking control thread waits at most ~1 ms for the GIL
-    return run_node(SnnControllerNode, args, threads=1)
+    return run_node(SnnControllerNode, args)
 
 
 if __name__ == "__main__":

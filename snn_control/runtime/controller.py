@@ -75,6 +75,11 @@ class TickResult:
     prediction: np.ndarray | None = None  # the forward model's next observation
     prediction_error_m: float | None = None  # |predicted - measured| effector, last step
     detail: str = ""
+    # What an active tick acted on: the joint state's positions, velocities (controlled
+    # joints, rad, rad/s) and the stamp it came with (recording aligns actions by it).
+    joint_positions: np.ndarray | None = None
+    joint_velocities: np.ndarray | None = None
+    state_stamp: object = None
 
 
 @dataclass
@@ -105,6 +110,7 @@ class ControllerCore:
         self._q7 = float(NEUTRAL[6])
         self._state_time: float | None = None
         self._state_error: str | None = None
+        self._stamp = None
         self._prediction: np.ndarray | None = None
         self._active = False
 
@@ -117,8 +123,9 @@ class ControllerCore:
     def set_enabled(self, enabled: bool) -> None:
         self.enabled = bool(enabled)
 
-    def update_joint_state(self, names, positions, velocities, received_s: float) -> None:
-        """Store a joint state (by name). A bad one is remembered: the next tick stops."""
+    def update_joint_state(self, names, positions, velocities, received_s: float, stamp=None) -> None:
+        """Store a joint state (by name) and its ``stamp`` (kept opaque, handed back with the
+        tick that uses it). A bad one is remembered: the next tick stops."""
         try:
             q, dq = order_joint_state(names, positions, velocities, self.settings.joint_names)
         except JointStateError as exc:
@@ -131,6 +138,7 @@ class ControllerCore:
                 self._q7 = float(positions[i])
         with self._lock:  # the tick may run in another thread: never a torn state
             self._q, self._dq, self._state_time, self._state_error = q, dq, received_s, None
+            self._stamp = stamp
 
     # -- model swap -----------------------------------------------------------------
     def check_model(self, model_dir: str | Path) -> None:
@@ -190,6 +198,7 @@ class ControllerCore:
         s = self.settings
         with self._lock:
             q, dq, q7, state_time, state_error = self._q, self._dq, self._q7, self._state_time, self._state_error
+            stamp = self._stamp
         if not self.enabled:
             return self._stop("disabled")
         if state_error is not None:
@@ -211,7 +220,8 @@ class ControllerCore:
         torque = self.safety(action * model.action_scale)
         self._prediction = model.predictor.predict(obs, action).copy()
         self._active = True
-        return TickResult(torque, "active", obs, self._prediction, error)
+        return TickResult(torque, "active", obs, self._prediction, error, joint_positions=q, joint_velocities=dq,
+                          state_stamp=stamp)
 
     def firing_rates_hz(self) -> dict[str, list[float]]:
         return {"policy": self.model.policy.firing_rates_hz().tolist(),

@@ -18,14 +18,12 @@ The run directory is a model directory (see ``checkpoint``) plus ``train_state.p
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
@@ -35,6 +33,7 @@ from ..spiking import fused
 from .checkpoint import atomic_write_bytes, save_model
 from .collect import rollout
 from .replay import EpisodicReplay
+from .updates import activity_penalty, make_optimizer, policy_step, predictor_step  # noqa: F401 (re-exported)
 
 TRAIN_STREAM, VALIDATION_STREAM = 1, 2  # RNG streams; held-out evaluation uses its own seed
 
@@ -53,18 +52,6 @@ def io_spec_for(config: ExperimentConfig, env_spec) -> IOSpec:
         control_period_s=env_spec.control_period_s, substeps=config.model.substeps if snn else 0,
         neural_dt_s=config.model.dt if snn else 0.0, distance_unit=env_spec.distance_unit,
     )
-
-
-def make_optimizer(module: nn.Module, lr: float, tau_lr: float) -> torch.optim.Optimizer:
-    """Adam with time constants (``log_tau*``) in their own group."""
-    taus, weights = [], []
-    for name, p in module.named_parameters():
-        if p.requires_grad:
-            (taus if name.split(".")[-1].startswith("log_tau") else weights).append(p)
-    groups = [{"params": weights, "lr": lr}]
-    if taus:
-        groups.append({"params": taus, "lr": tau_lr})
-    return torch.optim.Adam(groups)
 
 
 def _obs_to_torch(*arrays: np.ndarray) -> list[torch.Tensor]:
@@ -104,81 +91,13 @@ class Trainer:
     def predictor_update(self) -> float:
         t = self.config.train
         obs, actions, _ = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup + t.unroll))
-        nets = spiking_nets(self.predictor) if t.activity_bounds else []
-        for net in nets:
-            net.start_activity()
-        state = self.predictor.initial_state(t.batch, obs)
-        scale = self.predictor.delta_scale
-        p_real = self.teacher_forcing()
-        loss = obs.new_zeros(())
-        current = obs[0]
-        for k in range(t.warmup + t.unroll):
-            predicted, state = self.predictor.step(current, actions[k], state)
-            if k >= t.warmup:
-                loss = loss + (((predicted - obs[k + 1]) / scale) ** 2).mean()
-            if k + 1 < t.warmup or p_real >= 1.0:
-                current = obs[k + 1]
-            else:
-                use_real = (torch.rand(t.batch, 1) < p_real).float()
-                current = use_real * obs[k + 1] + (1 - use_real) * predicted
-        loss = loss / t.unroll + t.weight_l2 * _weight_l2(self.predictor)
-        for net in nets:
-            loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
-        self.pred_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.predictor.parameters(), t.grad_clip)
-        self.pred_opt.step()
-        return float(loss.detach())
+        return predictor_step(self.predictor, self.pred_opt, obs, actions, t, self.teacher_forcing())
 
     def policy_update(self) -> dict[str, float]:
         t = self.config.train
         obs, actions, goals = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup))
-        pred_state = self.predictor.initial_state(t.batch, obs)
-        pol_state = self.policy.initial_state(t.batch, obs)
-        self.predictor.requires_grad_(False)
-        try:
-            with torch.no_grad():  # warm-up on real steps: states only
-                for k in range(t.warmup):
-                    _, _, pol_state = self.policy.step(obs[k], goals, pol_state)
-                    _, pred_state = self.predictor.step(obs[k], actions[k], pred_state)
-            nets = spiking_nets(self.policy) if t.activity_bounds else []
-            for net in nets:
-                net.start_activity()
-            imagined = obs[t.warmup]
-            distance = obs.new_zeros(())
-            penalty = obs.new_zeros(())
-            previous = None
-            for _ in range(t.unroll):
-                action, potential, pol_state = self.policy.step(imagined, goals, pol_state)
-                imagined, pred_state = self.predictor.step(imagined, action, pred_state)
-                squared = ((imagined[:, self.effector] - goals) ** 2).sum(-1)
-                if t.distance_loss == "euclidean":  # epsilon keeps the gradient finite at 0
-                    distance = distance + (squared + 1e-6).sqrt().mean()
-                else:
-                    distance = distance + squared.mean()
-                excess = (potential.abs() - t.readout_bound).clamp(min=0)
-                penalty = penalty + t.readout_penalty * (excess**2).mean()
-                if t.action_l2:
-                    penalty = penalty + t.action_l2 * (action**2).mean()
-                if t.action_smoothness and previous is not None:
-                    penalty = penalty + t.action_smoothness * ((action - previous) ** 2).mean()
-                previous = action
-            loss = (distance + penalty) / t.unroll + t.weight_l2 * _weight_l2(self.policy)
-            for net in nets:
-                loss = loss + t.activity_bounds * activity_penalty(
-                    net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
-            self.policy_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip)
-            self.policy_opt.step()
-        finally:
-            self.predictor.requires_grad_(True)
-            for name, p in self.predictor.named_parameters():  # keep fixed taus fixed
-                if name.split(".")[-1].startswith("log_tau") and not self.config.model.learn_tau:
-                    p.requires_grad_(False)
-        mean = float(distance.detach()) / t.unroll
-        return {"loss": float(loss.detach()),
-                "imagined_distance": mean if t.distance_loss == "euclidean" else math.sqrt(mean)}
+        return policy_step(self.policy, self.predictor, self.policy_opt, obs, actions, goals, t,
+                           self.effector, self.config.model.learn_tau)
 
     # -- loop -----------------------------------------------------------------------------
     def collect(self) -> dict[str, float]:
@@ -290,15 +209,3 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
         self.replay.load(self.run_dir / "replay.npz")
-
-
-def activity_penalty(rates: list[torch.Tensor], low_hz: float, high_hz: float) -> torch.Tensor:
-    """Mean squared excursion of per-neuron rates outside [low, high], in units of 100 Hz."""
-    total = rates[0].new_zeros(())
-    for r in rates:
-        total = total + (((low_hz - r).clamp(min=0) + (r - high_hz).clamp(min=0)) / 100.0).pow(2).mean()
-    return total / len(rates)
-
-
-def _weight_l2(module: nn.Module) -> torch.Tensor:
-    return sum((p**2).sum() for n, p in module.named_parameters() if p.requires_grad and "weight" in n)

@@ -1,0 +1,205 @@
+"""``trainer``: fine-tunes the running controller from recorded bags and hot-swaps the result.
+
+Every ``watch_period_s`` it looks in ``bag_dir`` for closed bags (a split the recorder has
+finished has its ``metadata.yaml``) that it has not used yet; or it takes the ``bags``
+parameter's list once. When the new bags hold at least ``min_windows`` usable windows it
+fine-tunes the running checkpoint on them in a worker thread
+(:func:`snn_control.training.finetune.finetune`: held-out windows and a simulated check
+must show the candidate no worse). An accepted candidate is written as
+``output_dir/vNNNN/``; then the controller's ``checkpoint`` parameter is set to it and its
+``~/reload_model`` called, so the controller swaps at a tick boundary. A rejected one is
+logged with the reason and the bags count as used. Progress goes to ``~/progress``
+(std_msgs/String, JSON) and the log. Service ``~/finetune_now`` starts a round with
+whatever new bags there are. Corrupt or foreign bags are skipped with a message; no bag
+is changed or deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import yaml
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from ..paths import resolve
+from .common import StartupError, declare, run_node
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["hand_payload_kg=1.0"]`` -> ``{"hand_payload_kg": 1.0}`` (values read as YAML)."""
+    out = {}
+    for item in items:
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise StartupError(f"validation_env entry {item!r} is not KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def closed_bags(directory: Path) -> list[Path]:
+    """Bag directories under ``directory`` whose writer has closed them (``metadata.yaml``)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_dir() and (p / "metadata.yaml").is_file())
+
+
+class TrainerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("trainer")
+        from ..training.finetune import FinetuneSettings
+
+        defaults = FinetuneSettings()
+        p = declare(
+            self, checkpoint="", bag_dir="bags", bags=[""], output_dir="runs/finetuned",
+            controller="/snn_controller", watch_period_s=10.0, min_windows=20,
+            window=defaults.window, predictor_updates=defaults.predictor_updates,
+            policy_updates=defaults.policy_updates, batch=defaults.batch,
+            predictor_lr=defaults.predictor_lr, policy_lr=defaults.policy_lr,
+            heldout_every=defaults.heldout_every, check_every=defaults.check_every,
+            validation_episodes=defaults.validation_episodes,
+            sim_tolerance=defaults.sim_tolerance, heldout_tolerance=defaults.heldout_tolerance,
+            validation_env=[""], threads=defaults.threads, seed=defaults.seed, compile=defaults.compile,
+        )
+        if not p["checkpoint"]:
+            raise StartupError("parameter 'checkpoint' (the model the controller runs) is not set")
+        self.checkpoint = resolve(p["checkpoint"])
+        if not (self.checkpoint / "io_spec.json").is_file():
+            raise StartupError(f"checkpoint {self.checkpoint}: not a model directory")
+        self.settings = FinetuneSettings(
+            window=p["window"], predictor_updates=p["predictor_updates"], policy_updates=p["policy_updates"],
+            batch=p["batch"], predictor_lr=p["predictor_lr"], policy_lr=p["policy_lr"],
+            heldout_every=p["heldout_every"], check_every=p["check_every"],
+            validation_episodes=p["validation_episodes"],
+            sim_tolerance=p["sim_tolerance"], heldout_tolerance=p["heldout_tolerance"],
+            env_overrides=parse_overrides(p["validation_env"]), threads=p["threads"], seed=p["seed"],
+            compile=p["compile"])
+        self.params = p
+        self.bag_dir = Path(p["bag_dir"]).expanduser()
+        self.given = [Path(b).expanduser() for b in p["bags"] if b]
+        self.output_dir = Path(p["output_dir"]).expanduser()
+        self.used: set[Path] = set()
+        self.rounds = 0
+        self._busy = threading.Lock()
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.progress_pub = self.create_publisher(String, "~/progress", latched)
+        clients = ReentrantCallbackGroup()  # answered while the worker thread waits on them
+        controller = p["controller"].rstrip("/")
+        self.set_params = self.create_client(SetParameters, f"{controller}/set_parameters", callback_group=clients)
+        self.reload = self.create_client(Trigger, f"{controller}/reload_model", callback_group=clients)
+        self.create_service(Trigger, "~/finetune_now", self.on_finetune_now)
+        self.create_timer(p["watch_period_s"], self.on_watch)
+        self._report("idle", message=f"watching {self.given or self.bag_dir} for bags; running model "
+                                     f"{self.checkpoint}")
+
+    # -- progress ---------------------------------------------------------------------
+    def _report(self, state: str, log: bool = True, **fields) -> None:
+        msg = {"state": state, "round": self.rounds, "checkpoint": str(self.checkpoint), **fields}
+        self.progress_pub.publish(String(data=json.dumps(msg)))
+        if log:
+            text = fields.get("message", "")
+            (self.get_logger().warning if state in ("rejected", "error") else self.get_logger().info)(
+                f"{state}" + (f": {text}" if text else ""))
+
+    # -- triggers ---------------------------------------------------------------------
+    def new_bags(self) -> list[Path]:
+        candidates = self.given if self.given else closed_bags(self.bag_dir)
+        return [b for b in candidates if b not in self.used]
+
+    def on_watch(self) -> None:
+        self._start_round(forced=False)
+
+    def on_finetune_now(self, request, response):
+        started = self._start_round(forced=True)
+        response.success = started
+        response.message = "fine-tuning started" if started else "busy or no new bags"
+        return response
+
+    def _start_round(self, forced: bool) -> bool:
+        bags = self.new_bags()
+        if not bags or not self._busy.acquire(blocking=False):
+            return False
+        threading.Thread(target=self._round, args=(bags, forced), name="finetune", daemon=True).start()
+        return True
+
+    # -- one round (worker thread) ------------------------------------------------------
+    def _round(self, bags: list[Path], forced: bool) -> None:
+        from ..training.bags import read_sessions
+        from ..training.checkpoint import load_model
+        from ..training.finetune import FinetuneError, finetune, write_version
+
+        try:
+            _, _, spec, _ = load_model(self.checkpoint)
+            sessions = read_sessions(bags, spec, self.settings.window)
+            for reason in sessions.skipped:
+                self._report("skipped_bag", message=reason)
+            self.used.update(set(bags) - set(sessions.bags_read))  # unreadable: reported once
+            windows = len(sessions.obs)
+            if windows < self.params["min_windows"] and not forced:
+                self._report("waiting", message=f"{windows} usable windows in {len(bags)} new bag(s); "
+                                                f"fine-tuning from {self.params['min_windows']}", log=False)
+                return
+            self.used.update(bags)
+            self.rounds += 1
+            self._report("reading", message=f"round {self.rounds}: {windows} windows from "
+                                            f"{len(sessions.bags_read)} bag(s)")
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if done % 10 == 0 or done == total:
+                    self._report(stage, log=False, done=done, total=total)
+
+            report, candidate = finetune(self.checkpoint, sessions, self.settings, progress)
+            if candidate is None:
+                self._report("rejected", message=report["reason"], report=report)
+                return
+            path = write_version(self.output_dir, candidate, report)
+            self._report("accepted", message=f"wrote {path}; {report['reason']}", version=path.name,
+                         report=report)
+            self._hot_swap(path)
+        except FinetuneError as exc:
+            self._report("waiting", message=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a failed round must not take the node down
+            self._report("error", message=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._busy.release()
+
+    def _call(self, client, request, what: str, timeout_s: float = 10.0):
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise RuntimeError(f"{what}: service {client.srv_name} not available")
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s):
+            raise RuntimeError(f"{what}: no answer from {client.srv_name} in {timeout_s:.0f} s")
+        return future.result()
+
+    def _hot_swap(self, path: Path) -> None:
+        request = SetParameters.Request(parameters=[Parameter(
+            name="checkpoint", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                    string_value=str(path.resolve())))])
+        result = self._call(self.set_params, request, "set the controller's checkpoint")
+        if not all(r.successful for r in result.results):
+            raise RuntimeError(f"controller refused checkpoint {path}: {[r.reason for r in result.results]}")
+        answer = self._call(self.reload, Trigger.Request(), "reload the controller's model")
+        if not answer.success:
+            raise RuntimeError(f"controller kept its model: {answer.message}")
+        self.checkpoint = path  # the next round starts from what the controller now runs
+        self._report("swapped", message=f"controller loading {path.name}: {answer.message}", version=path.name)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(TrainerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""One gradient step of the forward model, and one of the policy through it.
+
+Shared by the from-scratch trainer (:mod:`.trainer`, windows from its replay) and the
+fine-tuner (:mod:`.finetune`, windows from recorded sessions). Both take time-major
+windows: ``obs (L+1, B, O)``, ``actions (L, B, A)``, ``goals (B, G)`` as float32 tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..models import spiking_nets
+
+
+def make_optimizer(module: nn.Module, lr: float, tau_lr: float) -> torch.optim.Optimizer:
+    """Adam with time constants (``log_tau*``) in their own group."""
+    taus, weights = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (taus if name.split(".")[-1].startswith("log_tau") else weights).append(p)
+    groups = [{"params": weights, "lr": lr}]
+    if taus:
+        groups.append({"params": taus, "lr": tau_lr})
+    return torch.optim.Adam(groups)
+
+
+def predictor_loss(predictor, obs: torch.Tensor, actions: torch.Tensor, t: TrainConfig,
+                   teacher_forcing: float = 1.0) -> torch.Tensor:
+    """Mean squared next-state error over the last ``len(actions) - t.warmup`` steps, each
+    entry in units of its typical one-step change (``delta_scale``). The first ``t.warmup``
+    steps only warm up the state; afterwards each step is fed the real state with
+    probability ``teacher_forcing``, else the model's own prediction."""
+    steps, batch = actions.shape[0], actions.shape[1]
+    scale = predictor.delta_scale
+    state = predictor.initial_state(batch, obs)
+    loss = obs.new_zeros(())
+    current = obs[0]
+    for k in range(steps):
+        predicted, state = predictor.step(current, actions[k], state)
+        if k >= t.warmup:
+            loss = loss + (((predicted - obs[k + 1]) / scale) ** 2).mean()
+        if k + 1 < t.warmup or teacher_forcing >= 1.0:
+            current = obs[k + 1]
+        else:
+            use_real = (torch.rand(batch, 1) < teacher_forcing).float()
+            current = use_real * obs[k + 1] + (1 - use_real) * predicted
+    return loss / max(1, steps - t.warmup)
+
+
+def predictor_step(predictor, optimizer, obs, actions, t: TrainConfig, teacher_forcing: float = 1.0) -> float:
+    nets = spiking_nets(predictor) if t.activity_bounds else []
+    for net in nets:
+        net.start_activity()
+    loss = predictor_loss(predictor, obs, actions, t, teacher_forcing) + t.weight_l2 * weight_l2(predictor)
+    for net in nets:
+        loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(predictor.parameters(), t.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def imagined_distance(policy, predictor, obs, actions, goals, t: TrainConfig, effector: slice):
+    """Warm both nets up on ``t.warmup`` real steps, then let the policy act for ``t.unroll``
+    steps in the predictor's imagination. Returns ``(distance summed over steps, penalty
+    summed over steps)``; differentiable with respect to the policy's parameters."""
+    batch = goals.shape[0]
+    pred_state = predictor.initial_state(batch, obs)
+    pol_state = policy.initial_state(batch, obs)
+    with torch.no_grad():  # warm-up on real steps: states only
+        for k in range(t.warmup):
+            _, _, pol_state = policy.step(obs[k], goals, pol_state)
+            _, pred_state = predictor.step(obs[k], actions[k], pred_state)
+    if t.activity_bounds:  # rates over the imagined steps only
+        for net in spiking_nets(policy):
+            net.start_activity()
+    imagined = obs[t.warmup]
+    distance = obs.new_zeros(())
+    penalty = obs.new_zeros(())
+    previous = None
+    for _ in range(t.unroll):
+        action, potential, pol_state = policy.step(imagined, goals, pol_state)
+        imagined, pred_state = predictor.step(imagined, action, pred_state)
+        squared = ((imagined[:, effector] - goals) ** 2).sum(-1)
+        if t.distance_loss == "euclidean":  # epsilon keeps the gradient finite at 0
+            distance = distance + (squared + 1e-6).sqrt().mean()
+        else:
+            distance = distance + squared.mean()
+        excess = (potential.abs() - t.readout_bound).clamp(min=0)
+        penalty = penalty + t.readout_penalty * (excess**2).mean()
+        if t.action_l2:
+            penalty = penalty + t.action_l2 * (action**2).mean()
+        if t.action_smoothness and previous is not None:
+            penalty = penalty + t.action_smoothness * ((action - previous) ** 2).mean()
+        previous = action
+    return distance, penalty
+
+
+def mean_distance(distance: torch.Tensor, t: TrainConfig) -> float:
+    """Per-step mean distance (m) from :func:`imagined_distance`'s sum."""
+    mean = float(distance.detach()) / t.unroll
+    return mean if t.distance_loss == "euclidean" else mean**0.5
+
+
+def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfig, effector: slice,
+                learn_tau: bool) -> dict[str, float]:
+    """One policy update by back-propagation through the frozen predictor."""
+    predictor.requires_grad_(False)
+    try:
+        distance, penalty = imagined_distance(policy, predictor, obs, actions, goals, t, effector)
+        loss = (distance + penalty) / t.unroll + t.weight_l2 * weight_l2(policy)
+        for net in spiking_nets(policy) if t.activity_bounds else []:
+            loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(policy.parameters(), t.grad_clip)
+        optimizer.step()
+    finally:
+        predictor.requires_grad_(True)
+        for name, p in predictor.named_parameters():  # keep fixed taus fixed
+            if name.split(".")[-1].startswith("log_tau") and not learn_tau:
+                p.requires_grad_(False)
+    return {"loss": float(loss.detach()), "imagined_distance": mean_distance(distance, t)}
+
+
+def activity_penalty(rates: list[torch.Tensor], low_hz: float, high_hz: float) -> torch.Tensor:
+    """Mean squared excursion of per-neuron rates outside [low, high], in units of 100 Hz."""
+    total = rates[0].new_zeros(())
+    for r in rates:
+        total = total + (((low_hz - r).clamp(min=0) + (r - high_hz).clamp(min=0)) / 100.0).pow(2).mean()
+    return total / len(rates)
+
+
+def weight_l2(module: nn.Module) -> torch.Tensor:
+    return sum((p**2).sum() for n, p in module.named_parameters() if p.requires_grad and "weight" in n)
