@@ -1,6 +1,7 @@
 """The controller node holding its rate with the simulator in another process.
 
     python bench/control_loop.py [--quick] [--rates 50 100 500 1000] [--seconds 30]
+                                 [--listeners N] [--executor-threads T]
 
 For each rate: ``panda_sim`` (joint states at max(500, rate) Hz) and ``snn_controller``
 (control_rate_hz = rate) start as separate processes over DDS on localhost (a private
@@ -10,7 +11,11 @@ rate (a tick more than half a period late, or compute longer than a period) over
 tick of the run. The network is the shipped ``models/panda_snn`` on the compiled batch-1
 path. It was trained at 50 Hz; for the other rates a copy whose I/O spec says
 ``control_period_s = 1 / rate`` is used, so the controller's spec check passes: these runs
-measure timing only, not reaching.
+measure timing only, not reaching. ``--listeners N`` adds N processes that subscribe to
+the joint states and torques in Python, as RViz, a recorder or a test would;
+``stale_events`` counts how often the controller found its joint states stale.
+``--executor-threads T`` runs the nodes' rclpy executors with T threads (default 1, the
+nodes' own setting), to compare with rclpy's multi-threaded executor.
 """
 
 from __future__ import annotations
@@ -56,11 +61,28 @@ def node(name: str, *params: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure(rate: float, seconds: float, workdir: Path, monitor) -> dict:
+LISTENER = """
+import rclpy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+rclpy.init()
+node = rclpy.create_node("listener")
+node.create_subscription(JointState, "/joint_states", lambda m: None, 100)
+node.create_subscription(Float64MultiArray, "/effort_controller/commands", lambda m: None, 100)
+try:
+    rclpy.spin(node)
+except BaseException:
+    pass
+"""
+
+
+def measure(rate: float, seconds: float, workdir: Path, monitor, listeners: int = 0) -> dict:
     model = retimed_model(rate, workdir)
     procs = [node("panda_sim", f"publish_rate_hz:={max(500.0, rate)}"),
              node("snn_controller", f"checkpoint:={model}", f"control_rate_hz:={rate}",
                   "state_timeout_s:=0.1", f"stats_window:={int(rate * seconds * 2)}")]
+    procs += [subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL) for _ in range(listeners)]
     diag: dict[str, str] = {}
 
     def on_diag(msg: DiagnosticArray) -> None:
@@ -101,6 +123,7 @@ def measure(rate: float, seconds: float, workdir: Path, monitor) -> dict:
             "period_p50_ms": float(diag["period_p50_ms"]), "period_p99_ms": float(diag["period_p99_ms"]),
             "compute_p50_us": float(diag["compute_p50_us"]), "compute_p99_us": float(diag["compute_p99_us"]),
             "deadline_miss_rate": float(diag["deadline_miss_rate"]),
+            "stale_events": int(diag["stale_events"]), "listeners": listeners,
             "timing_only_model": model != REPO / "models" / "panda_snn"}
 
 
@@ -108,20 +131,25 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--rates", type=float, nargs="+", default=[50.0, 100.0, 500.0, 1000.0])
     p.add_argument("--seconds", type=float, default=None, help="per rate (default 30; quick 3)")
+    p.add_argument("--listeners", type=int, default=0, help="extra Python subscriber processes")
+    p.add_argument("--executor-threads", type=int, default=1, help="rclpy executor threads of the nodes")
     args = p.parse_args()
+    os.environ["SNN_CONTROL_EXECUTOR_THREADS"] = str(args.executor_threads)
     seconds = args.seconds or (3.0 if args.quick else 30.0)
     rates = [50.0, 500.0] if args.quick else args.rates
     rclpy.init(args=[])
     monitor = rclpy.create_node("control_loop_bench")
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            runs = [measure(rate, seconds, Path(workdir), monitor) for rate in rates]
+            runs = [measure(rate, seconds, Path(workdir), monitor, args.listeners) for rate in rates]
     finally:
         monitor.destroy_node()
         rclpy.try_shutdown()
     emit("control_loop", {
         **{f"miss_rate_{r['rate_hz']:g}hz": r["deadline_miss_rate"] for r in runs},
         **{f"period_p99_ms_{r['rate_hz']:g}hz": r["period_p99_ms"] for r in runs},
+        **{f"stale_events_{r['rate_hz']:g}hz": r["stale_events"] for r in runs},
+        "listeners": args.listeners, "executor_threads": args.executor_threads,
         "runs": runs}, args.quick, args.out)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -21,7 +22,9 @@ def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: i
     spends so much Python time per wake-up that it starved the simulator's physics thread
     of the GIL: with one extra 250 Hz subscriber on the 2-core machine the controller saw
     stale joint states 143 times in 24 s, against 0 with this executor
-    (``python bench/control_loop.py --listeners 1``; docs/performance.md)."""
+    (``python bench/control_loop.py --listeners 1 --executor-threads 2``, docs/performance.md).
+    The environment variable ``SNN_CONTROL_EXECUTOR_THREADS`` overrides it (benchmarks)."""
+    threads = int(os.environ.get("SNN_CONTROL_EXECUTOR_THREADS", threads))
     rclpy.init(args=sys.argv if args is None else args)
     node = None
     try:

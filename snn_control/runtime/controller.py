@@ -111,6 +111,8 @@ class ControllerCore:
         self._state_time: float | None = None
         self._state_error: str | None = None
         self._stamp = None
+        self._status = ""
+        self.stale_events = 0  # times the joint states went stale while running
         self._prediction: np.ndarray | None = None
         self._active = False
 
@@ -188,6 +190,9 @@ class ControllerCore:
         return result
 
     def _stop(self, status: str, detail: str = "") -> TickResult:
+        if status == "stale" and self._status != "stale":
+            self.stale_events += 1
+        self._status = status
         if self._active:  # leaving control: the next active stretch starts from a fresh state
             self.model.reset()
             self._prediction = None
@@ -220,6 +225,7 @@ class ControllerCore:
         torque = self.safety(action * model.action_scale)
         self._prediction = model.predictor.predict(obs, action).copy()
         self._active = True
+        self._status = "active"
         return TickResult(torque, "active", obs, self._prediction, error, joint_positions=q, joint_velocities=dq,
                           state_stamp=stamp)
 
