@@ -53,11 +53,21 @@ def tables(quick: bool) -> str:
     r = _load("control_loop", quick)
     if r:
         out += ["### control_loop (snn_controller node, simulator in another process, over DDS)", "",
-                "| rate Hz | ticks | period p50 ms | period p99 ms | compute p99 us | deadline misses |", "|---|---|---|---|---|---|"]
+                "| rate Hz | ticks | period p50 ms | period p99 ms | compute p99 us | deadline misses | stale events |",
+                "|---|---|---|---|---|---|---|"]
         for run in r["runs"]:
             out.append(f"| {run['rate_hz']:g} | {run['ticks']} | {run['period_p50_ms']:.2f} | {run['period_p99_ms']:.2f} | "
-                       f"{run['compute_p99_us']:.0f} | {100 * run['deadline_miss_rate']:.2f} % |")
+                       f"{run['compute_p99_us']:.0f} | {100 * run['deadline_miss_rate']:.2f} % | {run.get('stale_events', '-')} |")
         out += ["", _source(r), ""]
+    rows = [(name, _load(name, quick)) for name in ("control_loop_listener", "control_loop_listener_multithreaded")]
+    if all(r for _, r in rows):
+        out += ["### control_loop with one more Python subscriber (as RViz, a recorder or a test add)", "",
+                "| nodes' rclpy executor | period p99 ms | deadline misses | stale joint-state events |", "|---|---|---|---|"]
+        for _, r in rows:
+            run = r["runs"][0]
+            kind = "single-threaded (shipped)" if r["executor_threads"] == 1 else f"multi-threaded ({r['executor_threads']} threads)"
+            out.append(f"| {kind} | {run['period_p99_ms']:.1f} | {100 * run['deadline_miss_rate']:.2f} % | {run['stale_events']} |")
+        out += [""] + [_source(r) for _, r in rows] + [""]
     r = _load("energy", quick)
     if r:
         out += ["### energy (per control step; " + f"{r['pj_per_accumulate']} pJ per accumulate, "
