@@ -1,6 +1,6 @@
 """On-robot fine-tuning that helps: a 1 kg payload the controller does not know about.
 
-    python bench/finetune_payload.py [--payload 1.0] [--goals 24] [--goal-time 4] [--out FILE]
+    python bench/finetune_payload.py [--payload 1.0] [--goals 24] [--goal-time 4] [--min-windows N] [--out FILE]
 
 The whole ROS system runs as ``snn-control bringup --finetune`` starts it (simulator,
 controller with the shipped ``models/panda_snn``, recorder, trainer, over DDS on localhost),
@@ -76,17 +76,21 @@ def main() -> None:
     p.add_argument("--goals", type=int, default=24, help="goals before, and again after")
     p.add_argument("--goal-time", type=float, default=4.0)
     p.add_argument("--max-minutes", type=float, default=25.0, help="give up waiting for a swap")
+    p.add_argument("--min-windows", type=int, default=None,
+                   help="recorded 1 s windows before the trainer starts (default: config/panda_reach.yaml's)")
     args = p.parse_args()
     n = 4 if args.quick else args.goals
     workdir = REPO / "runs" / f"finetune_payload_{time.strftime('%Y%m%d_%H%M%S')}"
     trainer = [f"trainer:validation_env:=[hand_payload_kg={args.payload}]",
                f"trainer:bag_dir:={workdir / 'bags'}", f"trainer:output_dir:={workdir / 'versions'}"]
+    if args.min_windows is not None:
+        trainer.append(f"trainer:min_windows:={args.min_windows}")
     if args.quick:  # the whole path in a few minutes: tiny fine-tuning
         trainer += ["trainer:min_windows:=4", "trainer:window:=20", "trainer:predictor_updates:=10",
                     "trainer:policy_updates:=2", "trainer:validation_episodes:=2", "trainer:compile:=false"]
     options = BringupOptions(finetune=True, teleop=False, extra=tuple([
         f"panda_sim:hand_payload_kg:={args.payload}", f"recorder:directory:={workdir / 'bags'}",
-        "recorder:split_s:=30.0", *trainer]))
+        f"recorder:split_s:={8.0 if args.quick else 30.0}", *trainer]))
     procs = start_nodes(options)
     rclpy.init(args=[])
     monitor = Monitor()

@@ -69,6 +69,8 @@ class TrainConfig:
     teacher_forcing_final: float | None = None  # linear schedule to this value; None: constant
     lr: float = 1e-3  # Adam, weights
     tau_lr: float = 1e-2  # Adam, log time constants
+    lr_decay_start: int | None = None  # from this iteration, both learning rates fall linearly ...
+    lr_final_scale: float = 0.1  # ... to this fraction of their value at the last iteration
     grad_clip: float = 30.0
     distance_loss: str = "squared"  # policy loss per imagined step: "squared" distance (seed
     # 000) or "euclidean" (unsquared: its gradient does not vanish near the goal)

@@ -145,3 +145,23 @@ def test_versions_are_written_whole_and_numbered(tmp_path):
 
 def spec_joints(candidate):
     return candidate[2].joint_names
+
+
+def test_finetune_command_writes_a_version_or_says_why_not(payload_session, tmp_path, capsys):
+    from snn_control.cli import main
+
+    bags, _, _ = payload_session
+    settings = [f"{k}={v}" for k, v in FAST.items()]
+    args = ["finetune", MODEL, *map(str, bags), "--out", str(tmp_path), "--no-progress",
+            "--env", "hand_payload_kg=1.0"]
+    for item in settings:
+        args += ["--set", item]
+    code = main(args)
+    out = capsys.readouterr().out
+    assert "48 windows of 40 steps from 1 bag(s)" in out
+    if code == 0:
+        assert "accepted: wrote" in out and (tmp_path / "v0001" / "VERSION").read_text() == "1\n"
+    else:
+        assert code == 1 and "rejected" in out and not list(tmp_path.glob("v*"))
+    assert main(["finetune", MODEL, *map(str, bags), "--set", "learning_rate=1"]) == 2
+    assert "unknown fine-tuning keys ['learning_rate']" in capsys.readouterr().err

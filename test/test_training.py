@@ -116,3 +116,16 @@ def test_activity_bounds_regulariser_raises_silent_firing(tmp_path):
     for _ in range(15):
         trainer.predictor_update()
     assert rate() > 1.5 * before
+
+
+def test_learning_rates_decay_linearly_from_the_configured_iteration(tmp_path):
+    cfg = tiny_config(["train.iterations=11", "train.lr_decay_start=5", "train.lr_final_scale=0.1"])
+    trainer = Trainer(cfg, tmp_path)
+    expected = {0: 1.0, 4: 1.0, 5: 1.0, 7: 1.0 - 0.9 * 2 / 5, 10: 0.1}
+    for iteration, scale in expected.items():
+        trainer.iteration = iteration
+        assert trainer.lr_scale() == pytest.approx(scale)
+        trainer._apply_lr()
+        for opt in (trainer.pred_opt, trainer.policy_opt):
+            assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx(
+                sorted([cfg.train.lr * scale, cfg.train.tau_lr * scale]))

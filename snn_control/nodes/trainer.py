@@ -61,11 +61,12 @@ class TrainerNode(Node):
         defaults = FinetuneSettings()
         p = declare(
             self, checkpoint="", bag_dir="bags", bags=[""], output_dir="runs/finetuned",
-            controller="/snn_controller", watch_period_s=10.0, min_windows=20,
+            controller="/snn_controller", watch_period_s=10.0, min_windows=100,
             window=defaults.window, predictor_updates=defaults.predictor_updates,
             policy_updates=defaults.policy_updates, batch=defaults.batch,
             predictor_lr=defaults.predictor_lr, policy_lr=defaults.policy_lr,
             heldout_every=defaults.heldout_every, check_every=defaults.check_every,
+            policy_check_every=defaults.policy_check_every,
             validation_episodes=defaults.validation_episodes,
             sim_tolerance=defaults.sim_tolerance, heldout_tolerance=defaults.heldout_tolerance,
             validation_env=[""], threads=defaults.threads, seed=defaults.seed, compile=defaults.compile,
@@ -79,6 +80,7 @@ class TrainerNode(Node):
             window=p["window"], predictor_updates=p["predictor_updates"], policy_updates=p["policy_updates"],
             batch=p["batch"], predictor_lr=p["predictor_lr"], policy_lr=p["policy_lr"],
             heldout_every=p["heldout_every"], check_every=p["check_every"],
+            policy_check_every=p["policy_check_every"],
             validation_episodes=p["validation_episodes"],
             sim_tolerance=p["sim_tolerance"], heldout_tolerance=p["heldout_tolerance"],
             env_overrides=parse_overrides(p["validation_env"]), threads=p["threads"], seed=p["seed"],

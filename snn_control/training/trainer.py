@@ -88,6 +88,21 @@ class Trainer:
         frac = self.iteration / max(1, t.iterations - 1)
         return t.teacher_forcing + frac * (t.teacher_forcing_final - t.teacher_forcing)
 
+    def lr_scale(self) -> float:
+        """Learning-rate factor of the current iteration (1 until ``lr_decay_start``)."""
+        t = self.config.train
+        if t.lr_decay_start is None or self.iteration < t.lr_decay_start:
+            return 1.0
+        frac = (self.iteration - t.lr_decay_start) / max(1, t.iterations - 1 - t.lr_decay_start)
+        return 1.0 + min(1.0, frac) * (t.lr_final_scale - 1.0)
+
+    def _apply_lr(self) -> None:
+        t = self.config.train
+        scale = self.lr_scale()
+        for opt in (self.pred_opt, self.policy_opt):
+            for group, base in zip(opt.param_groups, (t.lr, t.tau_lr)):
+                group["lr"] = base * scale
+
     def predictor_update(self) -> float:
         t = self.config.train
         obs, actions, _ = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup + t.unroll))
@@ -144,6 +159,7 @@ class Trainer:
         try:
             while self.iteration < t.iterations:
                 start = time.perf_counter()
+                self._apply_lr()  # also after a resume: the config's rates, not the saved ones
                 metrics = self.collect()
                 if self.iteration == 0:
                     n = self.replay.size
@@ -161,6 +177,7 @@ class Trainer:
                     "losses/policy": float(np.mean([p["loss"] for p in pol])) if pol else float("nan"),
                     "charts/imagined_distance": float(np.mean([p["imagined_distance"] for p in pol])) if pol else float("nan"),
                     "charts/teacher_forcing": self.teacher_forcing(),
+                    "charts/lr_scale": self.lr_scale(),
                     "time/collect_s": t0 - start, "time/predictor_s": t1 - t0, "time/policy_s": t2 - t1,
                 })
                 self.iteration += 1
