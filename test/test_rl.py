@@ -1,0 +1,125 @@
+"""Model-free spiking RL parts (snn_control.rl): population code, slope and guide
+schedules against their formulas, TD3's target smoothing and delayed updates, the proxy
+target's imitation, and a short TD3 run on the reacher whose critic loss falls."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from snn_control.rl.guide import GuideSchedule
+from snn_control.rl.networks import MLPActor, SpikingActor
+from snn_control.rl.population import PopulationDecoder, PopulationEncoder
+from snn_control.rl.slopes import AdaptiveSlope, FixedSlope, ScheduledSlope, make_slope_schedule
+from snn_control.rl.td3 import TD3, TD3Settings, TransitionReplay
+
+
+def test_population_code_round_trip():
+    enc = PopulationEncoder(3, pop=10)
+    x = torch.tensor([[-0.8, 0.0, 0.55], [0.3, -0.25, 0.9]])
+    a = enc(x)
+    assert a.shape == (2, 30) and torch.all((a > 0) & (a <= 1))
+    # centre of mass of the receptive fields: close inside the range, a little pulled in at its ends
+    grid = torch.linspace(-1, 1, 41)[:, None].repeat(1, 3)
+    error = (enc.decode(enc(grid)) - grid).abs()
+    assert error[5:-5].max() < 0.01 and error.max() < 0.04
+    # the neuron whose centre is nearest the value responds most
+    assert int(a[0, :10].argmax()) == int(torch.argmin((enc.centres[0] - x[0, 0]).abs()))
+    dec = PopulationDecoder(2, pop=10)
+    rates = torch.zeros(1, 20)
+    rates[0, 3] = 1.0
+    assert torch.allclose(dec(rates), dec.weight[:, 3] * torch.tensor([1.0, 0.0]) + dec.bias)
+
+
+def test_slope_schedules_follow_their_formulas():
+    assert FixedSlope(100.0).value(12345) == 100.0
+    s = ScheduledSlope(k0=2.0, k1=100.0, steps=1000)
+    for t in (0, 250, 500, 1000, 5000):
+        assert s.value(t) == pytest.approx(2.0 * 50.0 ** min(1.0, t / 1000))
+    a = AdaptiveSlope(k0=2.0, k1=100.0, return_low=-100.0, return_high=0.0, smoothing=0.5)
+    assert a.value(0) == 2.0  # no returns yet: shallow
+    a.observe_return(-50.0)
+    assert a.value(0) == pytest.approx(2.0 * 50.0**0.5)
+    a.observe_return(10.0)  # average (-50 + 10) / 2 = -20 -> progress 0.8
+    assert a.value(0) == pytest.approx(2.0 * 50.0**0.8)
+    with pytest.raises(ValueError, match="unknown slope schedule"):
+        make_slope_schedule("cosine", 1, 1, 1, 1, 0, 1)
+
+
+def test_slope_reaches_the_actor_surrogate_derivative():
+    actor = SpikingActor(4, 2, hidden=(16, 16), pop=4)
+    actor.set_slope(7.0)
+    v = torch.tensor([0.0, 0.1, -0.3])
+    assert all(layer.surrogate.slope == 7.0 for layer in actor.layers)
+    assert torch.allclose(actor.layers[1].surrogate.derivative(v), 1.0 / (1.0 + 7.0 * v.abs()) ** 2)
+
+
+def test_guide_share_shrinks_linearly_to_zero():
+    g = GuideSchedule(share0=0.5, decay_steps=10_000)
+    assert [g.share(t) for t in (0, 5_000, 10_000, 20_000)] == pytest.approx([0.5, 0.25, 0.0, 0.0])
+    assert g.guided_steps(5_000, 200) == 50
+
+
+def _agent(target="proxy", delay=2):
+    torch.manual_seed(0)
+    actor = SpikingActor(5, 2, hidden=(32, 32), pop=4)
+    return TD3(actor, 5, 2, TD3Settings(target=target, policy_delay=delay, proxy_hidden=(64, 64), proxy_batch=32),
+               critic_hidden=(32, 32))
+
+
+def _batch(n=32, obs_dim=5, act_dim=2):
+    g = torch.Generator().manual_seed(1)
+    return {"obs": torch.rand(n, obs_dim, generator=g) * 2 - 1, "actions": torch.rand(n, act_dim, generator=g) * 2 - 1,
+            "rewards": torch.rand(n, generator=g), "next_obs": torch.rand(n, obs_dim, generator=g) * 2 - 1,
+            "dones": torch.zeros(n), "guide_actions": torch.full((n, act_dim), float("nan"))}
+
+
+def test_target_action_is_smoothed_within_the_noise_clip():
+    agent = _agent()
+    obs = torch.rand(2000, 5) * 2 - 1
+    clean = agent.actor_target(obs).detach()
+    smoothed = agent.target_action(obs)
+    diff = smoothed - clean
+    assert torch.all(smoothed.abs() <= 1.0)
+    inside = clean.abs() < 1.0 - agent.s.noise_clip  # no clipping to [-1, 1] there
+    assert diff[inside].abs().max() <= agent.s.noise_clip + 1e-6
+    assert diff[inside].std() == pytest.approx(0.2, rel=0.15)  # clipped N(0, 0.2)
+
+
+def test_actor_and_targets_update_only_every_policy_delay():
+    agent = _agent(delay=3)
+    actor0 = [p.clone() for p in agent.actor.parameters()]
+    target0 = [p.clone() for p in agent.actor_target.parameters()]
+    critic_target0 = [p.clone() for p in agent.critic_target.parameters()]
+    for k in range(1, 4):
+        out = agent.update(_batch())
+        changed = any(not torch.equal(a, b) for a, b in zip(actor0, agent.actor.parameters()))
+        assert changed == (k == 3) and ("actor_loss" in out) == (k == 3)
+    assert any(not torch.equal(a, b) for a, b in zip(target0, agent.actor_target.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(critic_target0, agent.critic_target.parameters()))
+
+
+def test_polyak_target_copies_the_spiking_actor():
+    agent = _agent(target="polyak")
+    assert agent.proxy is None and isinstance(agent.actor_target, SpikingActor)
+
+
+def test_proxy_imitation_loss_falls_on_a_fixed_actor():
+    agent = _agent()
+    states = torch.rand(256, 5) * 2 - 1
+    losses = [agent.proxy_step(states) for _ in range(150)]
+    assert losses[-1] < 0.3 * losses[0]
+    assert isinstance(agent.proxy, MLPActor)
+
+
+def test_replay_refuses_non_finite_transitions():
+    replay = TransitionReplay(10, 3, 1)
+    good = dict(obs=np.zeros((2, 3)), actions=np.zeros((2, 1)), rewards=np.zeros(2), next_obs=np.zeros((2, 3)),
+                dones=np.zeros(2))
+    replay.add(**good)
+    with pytest.raises(ValueError, match="non-finite rewards"):
+        replay.add(**{**good, "rewards": np.array([0.0, math.nan])})
+    with pytest.raises(ValueError, match="non-finite observations"):
+        replay.add(**{**good, "obs": np.full((2, 3), np.inf)})
+    assert replay.size == 2
