@@ -30,6 +30,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.config, args.set)
     out = Path(args.out) if args.out else _default_run_dir(args.config)
+    if cfg.algorithm == "td3":
+        from .rl.trainer import RLTrainer
+
+        print(f"training {cfg.task} with TD3 ({cfg.rl.actor} actor, {cfg.rl.target} target) -> {out} "
+              f"(TensorBoard: tensorboard --logdir {out / 'tensorboard'})")
+        metrics = RLTrainer(cfg, out).fit(progress=not args.no_progress)
+        print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("time/")}, indent=2))
+        return 0
     print(f"training {cfg.task}/{cfg.model.kind} -> {out} (resumes if interrupted; "
           f"TensorBoard: tensorboard --logdir {out / 'tensorboard'})")
     metrics = Trainer(cfg, out).fit(progress=not args.no_progress)

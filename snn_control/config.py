@@ -100,12 +100,56 @@ class TrainConfig:
 
 
 @dataclass
+class RLConfig:
+    """Model-free training (``algorithm: td3``; seeds 002 and 003). Sizes default to seed 003's."""
+
+    total_steps: int = 50_000  # environment transitions
+    envs: int = 8  # parallel copies stepped together
+    start_steps: int = 2_000  # uniform random actions first
+    updates_per_step: float = 1.0  # gradient updates per transition
+    batch: int = 256
+    replay_size: int = 1_000_000
+    exploration_noise: float = 0.1  # Gaussian std added to the actor's actions
+    actor: str = "snn"  # "snn" (population-coded spiking) or "mlp" (the ANN baseline)
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    pop: int = 10  # neurons per observation / action dimension
+    timesteps: int = 5  # neural steps per action
+    neuron: str = "lif"  # or "alif"
+    target: str = "proxy"  # target actor: "proxy" (non-spiking imitation) or "polyak"
+    proxy_hidden: list[int] = field(default_factory=lambda: [512, 512])
+    proxy_steps: int = 3
+    proxy_lr: float = 1e-3
+    gamma: float = 0.99
+    tau: float = 0.005
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    policy_delay: int = 2
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    slope_schedule: str = "fixed"  # "fixed", "scheduled" (shallow -> steep) or "adaptive" (by return)
+    slope: float = 10.0  # fixed k
+    slope_start: float = 2.0  # scheduled / adaptive: from this k ...
+    slope_end: float = 100.0  # ... to this k
+    slope_steps: int = 0  # scheduled: over this many transitions (0: total_steps)
+    adaptive_return_low: float = -100.0  # adaptive: episode return mapped to slope_start ...
+    adaptive_return_high: float = 0.0  # ... and to slope_end
+    guide_share: float = 0.0  # share of each episode the classical guide flies at the start
+    guide_decay_steps: int = 0  # transitions over which that share falls to 0
+    bc_weight: float = 0.0  # TD3+BC term towards the guide's actions (0: off)
+    eval_every: int = 5_000  # transitions between evaluations on validation goals
+    eval_episodes: int = 32
+    threads: int = 1
+
+
+@dataclass
 class ExperimentConfig:
     task: str = "reacher"
     seed: int = 0
+    algorithm: str = "predictive"  # "predictive" (seed 000, train) or "td3" (seeds 002/003, rl)
     env: Any = None  # ReacherConfig or PandaConfig, chosen by ``task``
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,7 +225,16 @@ def from_dict(data: dict[str, Any], where: str = "config") -> ExperimentConfig:
 
 
 def _validate(config: ExperimentConfig, where: str) -> None:
-    m, t = config.model, config.train
+    m, t, r = config.model, config.train, config.rl
+    if config.algorithm not in ("predictive", "td3"):
+        raise ConfigError(f"{where}.algorithm: expected 'predictive' or 'td3', got {config.algorithm!r}")
+    for key, allowed in (("actor", ("snn", "mlp")), ("neuron", ("lif", "alif")), ("target", ("proxy", "polyak")),
+                         ("slope_schedule", ("fixed", "scheduled", "adaptive"))):
+        if getattr(r, key) not in allowed:
+            raise ConfigError(f"{where}.rl.{key}: expected one of {list(allowed)}, got {getattr(r, key)!r}")
+    for key in ("total_steps", "envs", "batch", "pop", "timesteps", "policy_delay", "eval_episodes"):
+        if getattr(r, key) < 1:
+            raise ConfigError(f"{where}.rl.{key}: must be >= 1")
     if m.kind not in ("snn", "gru"):
         raise ConfigError(f"{where}.model.kind: expected 'snn' or 'gru', got {m.kind!r}")
     if m.neuron not in ("alif", "lif"):

@@ -2,6 +2,7 @@
 schedules against their formulas, TD3's target smoothing and delayed updates, the proxy
 target's imitation, and a short TD3 run on the reacher whose critic loss falls."""
 
+import json
 import math
 
 import numpy as np
@@ -123,3 +124,43 @@ def test_replay_refuses_non_finite_transitions():
     with pytest.raises(ValueError, match="non-finite observations"):
         replay.add(**{**good, "obs": np.full((2, 3), np.inf)})
     assert replay.size == 2
+
+
+def test_short_td3_run_on_the_reacher_critic_loss_falls(tmp_path):
+    from snn_control import config as C
+    from snn_control.rl.trainer import RLTrainer
+
+    cfg = C.load("config/reacher_td3.yaml", [
+        "rl.total_steps=3200", "rl.envs=4", "rl.start_steps=400", "rl.updates_per_step=0.5", "rl.batch=64",
+        "rl.hidden=[32, 32]", "rl.pop=4", "rl.proxy_hidden=[32, 32]", "rl.eval_every=3200",
+        "rl.eval_episodes=4", "rl.guide_share=0.5", "rl.guide_decay_steps=1600", "rl.bc_weight=0.5"])
+    RLTrainer(cfg, tmp_path).fit(progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    critic = [r["losses/critic_loss"] for r in rows if "losses/critic_loss" in r]
+    assert len(critic) >= 3 and critic[-1] < critic[0]
+    assert all(np.isfinite(r["charts/episode_return"]) for r in rows)
+    assert rows[0]["charts/guide_share"] > rows[-1]["charts/guide_share"] == 0.0
+    assert "validation/success_rate" in rows[-1] and (tmp_path / "actor.pt").is_file()
+    slopes = [r["charts/slope"] for r in rows]
+    assert slopes == sorted(slopes) and slopes[-1] > slopes[0]  # scheduled: shallow -> steep
+
+
+def test_rl_config_errors_name_the_key():
+    from snn_control import config as C
+
+    with pytest.raises(C.ConfigError, match="unknown key"):
+        C.load("config/reacher_td3.yaml", ["rl.learning_rate=0.1"])
+    with pytest.raises(C.ConfigError, match="rl.target"):
+        C.load("config/reacher_td3.yaml", ["rl.target=copy"])
+
+
+def test_a_guide_that_does_not_fit_the_env_is_refused(tmp_path):
+    from snn_control import config as C
+    from snn_control.rl.trainer import GuideError, RLTrainer
+
+    cfg = C.load("config/reacher_td3.yaml", ["rl.hidden=[8, 8]", "rl.pop=2", "rl.guide_share=0.5",
+                                             "rl.guide_decay_steps=100"])
+    trainer = RLTrainer(cfg, tmp_path)
+    trainer.guide.act = lambda obs, goals: np.zeros((len(obs), 5))  # a guide for another arm
+    with pytest.raises(GuideError, match=r"the env takes \(8, 2\)"):
+        trainer.episode()

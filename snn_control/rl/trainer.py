@@ -1,0 +1,185 @@
+"""TD3 training of a spiking (or MLP) actor on a batched reach env: ``algorithm: td3``.
+
+Each env step: the classical guide acts for the first ``guided_steps`` of an episode
+(jump-start, shrinking share), uniform random actions before ``start_steps``, else the
+actor plus Gaussian noise; the transitions (observation and goal concatenated, reward =
+minus the effector-goal distance in the task's unit) go to the replay together with the
+guide's action (for the behaviour-cloning term); then ``updates_per_step`` TD3 updates
+per transition. The surrogate slope follows its schedule. Validation: deterministic
+actor on the held-out validation goal set. The run directory gets ``actor.pt``
+(weights only), ``config.yaml``, ``metrics.jsonl`` and TensorBoard files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..classical import OperationalSpacePD
+from ..config import ExperimentConfig
+from ..envs import make_batch
+from ..spiking import Surrogate
+from .guide import GuideSchedule
+from .networks import MLPActor, SpikingActor
+from .slopes import make_slope_schedule
+from .td3 import TD3, TD3Settings, TransitionReplay
+
+VALIDATION_SET = 1  # held-out goal set for validation during training; eval reports set 0
+
+
+class GuideError(ValueError):
+    """A guide whose actions do not fit the environment."""
+
+
+def build_actor(config: ExperimentConfig, obs_dim: int, act_dim: int):
+    r = config.rl
+    if r.actor == "mlp":
+        return MLPActor(obs_dim, act_dim, tuple(r.hidden))
+    return SpikingActor(obs_dim, act_dim, tuple(r.hidden), r.pop, r.timesteps, r.neuron,
+                        Surrogate("fast_sigmoid", r.slope if r.slope_schedule == "fixed" else r.slope_start))
+
+
+class ActorPolicy(torch.nn.Module):
+    """An actor seen through the predictive-control policy interface (``step``), so
+    :func:`snn_control.training.collect.rollout` and evaluation run it unchanged."""
+
+    def __init__(self, actor) -> None:
+        super().__init__()
+        self.actor = actor
+
+    def initial_state(self, batch: int, like: torch.Tensor):
+        return None
+
+    def step(self, obs: torch.Tensor, goals: torch.Tensor, state):
+        action = self.actor(torch.cat([obs, goals], -1))
+        return action, action, state
+
+
+class RLTrainer:
+    def __init__(self, config: ExperimentConfig, run_dir: str | Path) -> None:
+        self.config, r = config, config.rl
+        self.run_dir = Path(run_dir)
+        torch.set_num_threads(r.threads)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng([config.seed, 3])
+        self.env = make_batch(config.task, r.envs, config.env)
+        spec = self.env.spec
+        self.obs_dim, self.act_dim = spec.obs_dim + spec.goal_dim, spec.act_dim
+        self.actor = build_actor(config, self.obs_dim, self.act_dim)
+        self.agent = TD3(self.actor, self.obs_dim, self.act_dim, TD3Settings(
+            gamma=r.gamma, tau=r.tau, policy_noise=r.policy_noise, noise_clip=r.noise_clip,
+            policy_delay=r.policy_delay, actor_lr=r.actor_lr, critic_lr=r.critic_lr, target=r.target,
+            proxy_hidden=tuple(r.proxy_hidden), proxy_steps=r.proxy_steps, proxy_batch=r.batch,
+            proxy_lr=r.proxy_lr, bc_weight=r.bc_weight))
+        self.replay = TransitionReplay(min(r.replay_size, r.total_steps), self.obs_dim, self.act_dim)
+        self.slopes = make_slope_schedule(r.slope_schedule, r.slope, r.slope_start, r.slope_end,
+                                          r.slope_steps or r.total_steps, r.adaptive_return_low, r.adaptive_return_high)
+        self.guide_schedule = GuideSchedule(r.guide_share, r.guide_decay_steps)
+        self.guide = OperationalSpacePD(self.env) if (r.guide_share > 0 or r.bc_weight > 0) else None
+        self.env_steps = 0
+
+    def guide_actions(self, obs: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        action = np.asarray(self.guide.act(obs, goals), dtype=np.float64)
+        if action.shape != (self.env.num_envs, self.act_dim) or not np.all(np.isfinite(action)):
+            raise GuideError(f"guide gave actions of shape {action.shape} (finite: {np.all(np.isfinite(action))}); "
+                             f"the env takes ({self.env.num_envs}, {self.act_dim})")
+        return np.clip(action, -1.0, 1.0)
+
+    def episode(self) -> dict[str, float]:
+        r, env = self.config.rl, self.env
+        starts, goals = env.sample_tasks(self.rng, env.num_envs)
+        obs = env.check_observation(env.reset_to(starts, goals))
+        guided = self.guide_schedule.guided_steps(self.env_steps, env.spec.episode_steps) if self.guide else 0
+        returns = np.zeros(env.num_envs)
+        losses: list[dict[str, float]] = []
+        for t in range(env.spec.episode_steps):
+            slope = self.slopes.value(self.env_steps)
+            if isinstance(self.actor, SpikingActor):
+                self.actor.set_slope(slope)
+            x = np.concatenate([obs, goals], -1).astype(np.float32)
+            guide = self.guide_actions(obs, goals) if self.guide is not None else None
+            if t < guided:
+                action = guide
+            elif self.env_steps < r.start_steps:
+                action = self.rng.uniform(-1.0, 1.0, size=(env.num_envs, self.act_dim))
+            else:
+                with torch.no_grad():
+                    action = self.actor(torch.as_tensor(x)).numpy().astype(np.float64)
+                action = np.clip(action + self.rng.normal(0.0, r.exploration_noise, action.shape), -1.0, 1.0)
+            obs = env.check_observation(env.step(action))
+            reward = -env.distance(obs, goals)
+            if not np.all(np.isfinite(reward)):
+                raise ValueError(f"non-finite reward at env step {self.env_steps}: {reward}")
+            returns += reward
+            x_next = np.concatenate([obs, goals], -1).astype(np.float32)
+            self.replay.add(x, action, reward, x_next, np.zeros(env.num_envs), guide)
+            self.env_steps += env.num_envs
+            if self.env_steps >= r.start_steps:
+                for _ in range(max(1, round(r.updates_per_step * env.num_envs))):
+                    losses.append(self.agent.update(self.replay.sample(self.rng, r.batch)))
+        for ret in returns:
+            self.slopes.observe_return(float(ret))
+        out = {"charts/episode_return": float(returns.mean()), "charts/slope": float(slope),
+               "charts/guide_share": self.guide_schedule.share(self.env_steps) if self.guide else 0.0,
+               "collect/final_distance_median": float(np.median(env.distance(obs, goals))),
+               "collect/success_rate": float(np.mean(env.success(obs, goals)))}
+        for key in ("critic_loss", "actor_loss", "proxy_loss", "bc_loss", "q_mean"):
+            values = [l[key] for l in losses if key in l]
+            if values:
+                out[f"losses/{key}"] = float(np.mean(values))
+        if isinstance(self.actor, SpikingActor) and self.actor.last_rates:
+            for i, rate in enumerate(self.actor.last_rates):
+                out[f"firing/layer{i + 1}_spikes_per_step"] = float(rate)
+        return out
+
+    def validate(self) -> dict[str, float]:
+        from ..training.collect import rollout
+        from ..training.evaluate import heldout_tasks
+
+        env = make_batch(self.config.task, self.config.rl.eval_episodes, self.config.env)
+        try:
+            starts, goals = heldout_tasks(env, env.num_envs, VALIDATION_SET)
+            final = rollout(env, ActorPolicy(self.actor), starts, goals).obs[:, -1]
+            return {"validation/success_rate": float(np.mean(env.success(final, goals))),
+                    "validation/final_distance_median": float(np.median(env.distance(final, goals)))}
+        finally:
+            env.close()
+
+    def fit(self, progress: bool = True) -> dict[str, Any]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        r = self.config.rl
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        bar = tqdm(total=r.total_steps, disable=not progress, unit="step",
+                   desc=f"td3 {self.config.task}/{r.actor}/{r.target}")
+        start, last, next_eval = time.perf_counter(), {}, r.eval_every
+        try:
+            while self.env_steps < r.total_steps:
+                before = self.env_steps
+                metrics = self.episode()
+                if self.env_steps >= next_eval or self.env_steps >= r.total_steps:
+                    metrics.update(self.validate())
+                    next_eval += r.eval_every
+                metrics["time/elapsed_s"] = time.perf_counter() - start
+                for key, value in metrics.items():
+                    writer.add_scalar(key, value, self.env_steps)
+                with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps({"env_steps": self.env_steps, **metrics}) + "\n")
+                torch.save({"actor": self.actor.state_dict()}, self.run_dir / "actor.pt")
+                bar.update(self.env_steps - before)
+                bar.set_postfix(ret=f"{metrics['charts/episode_return']:.3g}")
+                last = metrics
+        finally:
+            bar.close()
+            writer.close()
+            self.env.close()
+        return last
