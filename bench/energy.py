@@ -20,7 +20,6 @@ access, which dominates on real hardware, is not counted for either network.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 

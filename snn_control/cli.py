@@ -83,18 +83,6 @@ def cmd_results_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_values(items: list[str], what: str) -> dict:
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise config_mod.ConfigError(f"{what} {item!r} is not KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def cmd_finetune(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -103,11 +91,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from .training.finetune import FinetuneError, FinetuneSettings, finetune, write_version
 
     fields = {f.name for f in dataclasses.fields(FinetuneSettings)} - {"env_overrides"}
-    values = _key_values(args.set, "--set")
+    values = config_mod.key_values(args.set, "--set")
     unknown = set(values) - fields
     if unknown:
         raise config_mod.ConfigError(f"--set: unknown fine-tuning keys {sorted(unknown)}; known: {sorted(fields)}")
-    settings = FinetuneSettings(**values, env_overrides=_key_values(args.env, "--env"))
+    settings = FinetuneSettings(**values, env_overrides=config_mod.key_values(args.env, "--env"))
     _, _, spec, _ = load_model(args.model_dir)
     sessions = read_sessions(args.bags, spec, settings.window)
     for reason in sessions.skipped:

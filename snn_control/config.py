@@ -259,6 +259,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw)
 
 
+def key_values(items: list[str], what: str) -> dict[str, Any]:
+    """``["hand_payload_kg=1.0"]`` -> ``{"hand_payload_kg": 1.0}`` (values read as YAML);
+    blank items are ignored (ROS string-array parameters cannot be empty)."""
+    out = {}
+    for item in items:
+        if not item.strip():
+            continue
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(f"{what} {item!r} is not KEY=VALUE")
+        path, value = parse_override(item)
+        out[".".join(path)] = value
+    return out
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         path, value = parse_override(text)

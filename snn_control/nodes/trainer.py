@@ -20,7 +20,6 @@ import json
 import threading
 from pathlib import Path
 
-import yaml
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -34,16 +33,13 @@ from .common import StartupError, declare, run_node
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["hand_payload_kg=1.0"]`` -> ``{"hand_payload_kg": 1.0}`` (values read as YAML)."""
-    out = {}
-    for item in items:
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise StartupError(f"validation_env entry {item!r} is not KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    """``validation_env``: ``["hand_payload_kg=1.0"]`` -> ``{"hand_payload_kg": 1.0}``."""
+    from ..config import ConfigError, key_values
+
+    try:
+        return key_values(items, "validation_env entry")
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from exc
 
 
 def closed_bags(directory: Path) -> list[Path]:
