@@ -1,7 +1,7 @@
 """``snn-control``: train, evaluate and demonstrate spiking reach controllers.
 
     snn-control train CONFIG [--set KEY=VALUE ...] [--out RUN_DIR]
-    snn-control eval MODEL_DIR [--episodes N] [--seed S] [--out FILE]
+    snn-control eval MODEL_DIR [--episodes N] [--seed S] [--out FILE] [--env KEY=VALUE ...]
     snn-control demo [MODEL_DIR] [--goals N]
     snn-control results-table [MODEL_DIR ...]
     snn-control finetune MODEL_DIR BAG [BAG ...] [--out ROOT] [--set KEY=VALUE ...] [--env KEY=VALUE ...]
@@ -50,7 +50,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .training.plots import plot_reach, plot_training
 
     model_dir = Path(args.model_dir)
-    result = evaluate(model_dir, args.episodes, args.seed)
+    result = evaluate(model_dir, args.episodes, args.seed, config_mod.key_values(args.env, "--env"))
     out = Path(args.out) if args.out else model_dir / "eval.json"
     write_eval(result, out)
     from .training.checkpoint import load_model
@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, help="first N held-out goals (default: the full set)")
     p.add_argument("--seed", type=int, default=0, help="held-out set (0: the standard one)")
     p.add_argument("--out", help="JSON path (default MODEL_DIR/eval.json); PNGs beside it")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the simulated plant, e.g. --env hand_payload_kg=1.0 (use with --out)")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("demo", help="run a shipped controller in the closed loop, per-goal results")
     p.add_argument("model_dir", nargs="?", default=str(REPO_ROOT / "models" / "panda_snn"))

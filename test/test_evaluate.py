@@ -54,3 +54,16 @@ def test_classical_reference_reaches_reacher_goals():
     starts, goals = heldout_tasks(env, 32)
     obs = run_classical(env, starts, goals)
     assert reach_metrics(env, obs, goals)["success_rate"] >= 0.9
+
+
+def test_eval_with_a_changed_plant_records_it_and_refuses_unknown_keys(tmp_path, capsys):
+    from snn_control.cli import main
+    from snn_control.training.evaluate import evaluate as run_eval
+
+    nominal = run_eval("models/panda_snn", 4)
+    loaded = run_eval("models/panda_snn", 4, env_overrides={"hand_payload_kg": 1.0})
+    assert loaded["env_overrides"] == {"hand_payload_kg": 1.0} and nominal["env_overrides"] == {}
+    assert loaded["final_distance_mean_m"] != nominal["final_distance_mean_m"]  # the payload acts
+    assert main(["eval", "models/panda_snn", "--episodes", "2", "--env", "payload=1",
+                 "--out", str(tmp_path / "e.json")]) == 2
+    assert "unknown panda env keys ['payload']" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..classical import run_classical
-from ..envs import BatchedReachEnv, make_batch
+from ..envs import BatchedReachEnv, EnvError, make_batch
 from ..models import parameter_count, spiking_nets
 from ..spiking import LowRankLinear
 from .checkpoint import load_model
@@ -138,11 +138,22 @@ def synaptic_operations(net, spike_counts: list[float], steps: int) -> dict[str,
     return {"spike_events": events, "dense_macs": macs}
 
 
-def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0) -> dict[str, Any]:
+def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
+             env_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``env_overrides``: changes to the plant the model was trained on (e.g. a payload)."""
+    import dataclasses
+
     predictor, policy, spec, config = load_model(model_dir)
     torch.set_num_threads(config.train.threads)
     episodes = episodes or HELDOUT_EPISODES[spec.task]
-    env = make_batch(spec.task, episodes, config.env)
+    env_cfg = config.env
+    if env_overrides:
+        known = {f.name for f in dataclasses.fields(env_cfg)}
+        unknown = sorted(set(env_overrides) - known)
+        if unknown:
+            raise EnvError(f"--env: unknown {spec.task} env keys {unknown}; known: {sorted(known)}")
+        env_cfg = dataclasses.replace(env_cfg, **env_overrides)
+    env = make_batch(spec.task, episodes, env_cfg)
     try:
         starts, goals = heldout_tasks(env, episodes, seed)
         nets = {"predictor": spiking_nets(predictor), "policy": spiking_nets(policy)}
@@ -167,6 +178,7 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0) 
             "model_kind": config.model.kind,
             "episodes": episodes,
             "seed": seed,
+            "env_overrides": dict(env_overrides or {}),
             **reach_metrics(env, rolled.obs, goals),
             "distance_unit": spec.distance_unit,
             "success_criterion": ("|dx|, |dy| <= 0.05 normalised" if spec.task == "reacher"
