@@ -98,8 +98,23 @@ def test_stale_joint_states_stop_within_two_periods_and_resume(core):
         results.append(core.tick(t))
     stopped = [i for i, r in enumerate(results) if np.all(r.torque == 0)]
     assert stopped and stopped[0] <= 2 and results[-1].status == "stale"
+    events = core.stale_events
+    core.tick(t + period)  # still stale: the same event, not a new one
+    assert core.stale_events == events >= 1
     _feed(core, t)
     assert core.tick(t).status == "active"
+    for k in range(1, 5):  # stale again after resuming: a second event
+        core.tick(t + k * period)
+    assert core.stale_events == events + 1
+
+
+def test_active_tick_hands_back_the_state_it_acted_on(core):
+    core.set_goal([0.4, 0.2, 0.5])
+    core.update_joint_state(NAMES, list(READY), [0.1] * 7, 0.0, stamp="stamp-42")
+    r = core.tick(0.0)
+    assert r.status == "active" and r.state_stamp == "stamp-42"
+    np.testing.assert_allclose(r.joint_positions, READY[:6])
+    np.testing.assert_allclose(r.joint_velocities, [0.1] * 6)
 
 
 def test_bad_joint_states_stop_the_arm_with_a_reason(core):
