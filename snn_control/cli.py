@@ -4,6 +4,8 @@
     snn-control eval MODEL_DIR [--episodes N] [--seed S] [--out FILE] [--env KEY=VALUE ...]
     snn-control demo [MODEL_DIR] [--goals N]
     snn-control results-table [MODEL_DIR ...]
+    snn-control rl-experiment NAME [--seeds N] [--workers W] [--set KEY=VALUE ...]
+    snn-control rl-table
     snn-control finetune MODEL_DIR BAG [BAG ...] [--out ROOT] [--set KEY=VALUE ...] [--env KEY=VALUE ...]
     snn-control bringup [--goals N] [--checkpoint DIR] [--no-sim] [--record] [--finetune]
                         [--set NODE:NAME:=VALUE ...]
@@ -31,11 +33,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config, args.set)
     out = Path(args.out) if args.out else _default_run_dir(args.config)
     if cfg.algorithm == "td3":
+        from .rl.gym_trainer import GymTD3Trainer
         from .rl.trainer import RLTrainer
 
-        print(f"training {cfg.task} with TD3 ({cfg.rl.actor} actor, {cfg.rl.target} target) -> {out} "
+        task = cfg.env.env_id if cfg.task == "gym" else cfg.task
+        print(f"training {task} with TD3 ({cfg.rl.actor} actor, {cfg.rl.target} target) -> {out} "
               f"(TensorBoard: tensorboard --logdir {out / 'tensorboard'})")
-        metrics = RLTrainer(cfg, out).fit(progress=not args.no_progress)
+        trainer = GymTD3Trainer(cfg, out) if cfg.task == "gym" else RLTrainer(cfg, out)
+        metrics = trainer.fit(progress=not args.no_progress)
         print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("time/")}, indent=2))
         return 0
     print(f"training {cfg.task}/{cfg.model.kind} -> {out} (resumes if interrupted; "
@@ -80,6 +85,26 @@ def cmd_results_table(args: argparse.Namespace) -> int:
 
     dirs = [Path(d) for d in args.model_dirs] or sorted((REPO_ROOT / "models").glob("*/"))
     print(results_table(dirs))
+    return 0
+
+
+def cmd_rl_experiment(args: argparse.Namespace) -> int:
+    from .rl.experiments import run_experiment
+
+    results = run_experiment(args.name, seeds=args.seeds, workers=args.workers, runs_root=Path(args.runs),
+                             extra=tuple(args.set))
+    for v in results["variants"].values():
+        print(f"{v['label']}: {results['score_label']} {v['mean']:.1f} +- {v['std']:.1f} over {v['seeds']} seeds")
+    print(f"wall time {results['command_wall_s'] / 60:.1f} min; wrote results/rl/{args.name}.json, "
+          f"results/rl/{args.name}_curves.png, results/rl/summary.json and the table in docs/rl.md")
+    return 0
+
+
+def cmd_rl_table(args: argparse.Namespace) -> int:
+    from .rl.experiments import REPO_ROOT as ROOT, rl_table, update_docs_table
+
+    update_docs_table(ROOT / "docs" / "rl.md", ROOT / "results" / "rl")
+    print(rl_table())
     return 0
 
 
@@ -193,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="NODE:NAME:=VALUE",
                    help="override one node parameter, e.g. snn_controller:control_rate_hz:=50.0")
     p.set_defaults(func=cmd_bringup)
+    p = sub.add_parser("rl-experiment", help="run an RL experiment of docs/rl.md (all variants x seeds), write results/rl/")
+    p.add_argument("name", help="experiment: idp")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2, help="training processes at a time")
+    p.add_argument("--runs", default="runs/rl", help="run directories go to RUNS/NAME/VARIANT_seedS/")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every run (e.g. rl.total_steps=2000 for a smoke test)")
+    p.set_defaults(func=cmd_rl_experiment)
+    p = sub.add_parser("rl-table", help="regenerate the results table in docs/rl.md from results/rl/*.json")
+    p.set_defaults(func=cmd_rl_table)
     p = sub.add_parser("results-table", help="Markdown table from models/*/eval.json")
     p.add_argument("model_dirs", nargs="*")
     p.set_defaults(func=cmd_results_table)

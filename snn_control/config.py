@@ -228,6 +228,8 @@ def _validate(config: ExperimentConfig, where: str) -> None:
     m, t, r = config.model, config.train, config.rl
     if config.algorithm not in ("predictive", "td3"):
         raise ConfigError(f"{where}.algorithm: expected 'predictive' or 'td3', got {config.algorithm!r}")
+    if config.task == "gym" and config.algorithm != "td3":
+        raise ConfigError(f"{where}.algorithm: task 'gym' is trained with 'td3' only, got {config.algorithm!r}")
     for key, allowed in (("actor", ("snn", "mlp")), ("neuron", ("lif", "alif")), ("target", ("proxy", "polyak")),
                          ("slope_schedule", ("fixed", "scheduled", "adaptive"))):
         if getattr(r, key) not in allowed:

@@ -164,3 +164,77 @@ def test_a_guide_that_does_not_fit_the_env_is_refused(tmp_path):
     trainer.guide.act = lambda obs, goals: np.zeros((len(obs), 5))  # a guide for another arm
     with pytest.raises(GuideError, match=r"the env takes \(8, 2\)"):
         trainer.episode()
+
+
+def test_short_td3_run_on_the_inverted_double_pendulum(tmp_path):
+    """The gymnasium (MuJoCo) path: observation standardisation fitted on the random
+    steps, evaluations logged with their running best, the actor saved with it."""
+    from snn_control import config as C
+    from snn_control.rl.gym_trainer import GymTD3Trainer
+
+    cfg = C.load("config/idp_td3.yaml", [
+        "rl.total_steps=900", "rl.start_steps=300", "rl.batch=32", "rl.hidden=[16, 16]", "rl.pop=4",
+        "rl.proxy_hidden=[16, 16]", "rl.eval_every=300", "rl.eval_episodes=2"])
+    trainer = GymTD3Trainer(cfg, tmp_path)
+    trainer.fit(progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["env_steps"] for r in rows] == [300, 600, 900]
+    returns = [r["eval/return_mean"] for r in rows]
+    assert all(r > 0 for r in returns)  # the pendulum pays ~9 per step alive
+    assert [r["eval/max_average_return"] for r in rows] == list(np.maximum.accumulate(returns))
+    assert "losses/proxy_loss" in rows[-1] and "losses/critic_loss" in rows[-1]
+    saved = torch.load(tmp_path / "actor.pt", weights_only=True)
+    assert saved["obs_std"].shape == (9,) and not torch.allclose(saved["obs_std"], torch.ones(9))
+    # the standardised random-step observations are centred with unit spread
+    z = trainer.scaler(trainer.replay.obs[:300])
+    assert np.allclose(z.mean(0), 0, atol=1e-4) and np.allclose(z.std(0)[z.std(0) > 0], 1, atol=1e-3)
+
+
+def test_gym_task_errors_are_clear(tmp_path):
+    from snn_control import config as C
+    from snn_control.envs import EnvError
+    from snn_control.rl.gym_trainer import GymTD3Trainer
+    from snn_control.rl.trainer import GuideError
+
+    with pytest.raises(C.ConfigError, match="'gym' is trained with 'td3' only"):
+        C.load("config/idp_td3.yaml", ["algorithm=predictive"])
+    with pytest.raises(C.ConfigError, match="unknown key"):
+        C.load("config/idp_td3.yaml", ["env.id=CartPole-v1"])
+    with pytest.raises(EnvError, match="NoSuchTask-v0"):
+        GymTD3Trainer(C.load("config/idp_td3.yaml", ["env.env_id=NoSuchTask-v0"]), tmp_path)
+    with pytest.raises(EnvError, match="bounded Box"):
+        GymTD3Trainer(C.load("config/idp_td3.yaml", ["env.env_id=CartPole-v1"]), tmp_path)
+    with pytest.raises(GuideError, match="no classical guide"):
+        GymTD3Trainer(C.load("config/idp_td3.yaml", ["rl.guide_share=0.3"]), tmp_path)
+
+
+def test_experiment_summary_and_table(tmp_path):
+    """Mean and std over seeds of each run's best evaluation, and the docs table between
+    its markers, from run directories (no training here)."""
+    from snn_control.rl import experiments as X
+
+    exp = X.EXPERIMENTS["idp"]
+    curves = {"ann": [[10, 20], [30, 10]], "polyak_lif": [[5, 50], [60, 40]], "proxy_lif": [[90, 80], [70, 95]]}
+    for name, per_seed in curves.items():
+        for seed, values in enumerate(per_seed):
+            run = tmp_path / "runs" / "idp" / f"{name}_seed{seed}"
+            run.mkdir(parents=True)
+            run.joinpath("metrics.jsonl").write_text("".join(
+                json.dumps({"env_steps": 100 * (i + 1), "eval/return_mean": v, "time/elapsed_s": 60.0 * (i + 1)})
+                + "\n" for i, v in enumerate(values)))
+    results = X.summarise(exp, 2, tmp_path / "runs", 600.0, "snn-control rl-experiment idp --seeds 2")
+    assert results["variants"]["ann"]["mean"] == pytest.approx(25.0)  # best per seed: 20, 30
+    assert results["variants"]["ann"]["std"] == pytest.approx(5.0)
+    assert results["variants"]["proxy_lif"]["mean"] == pytest.approx(92.5)
+    docs = tmp_path / "rl.md"
+    docs.write_text(f"intro\n{X.TABLE_BEGIN}\nold\n{X.TABLE_END}\noutro\n")
+    X.write_results(exp, results, tmp_path / "results", docs)
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert summary["idp_proxy_lif_return_mean"] == pytest.approx(92.5) and summary["idp_seeds"] == 2
+    text = docs.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "SNN TD3, proxy target (LIF) | 2 | max average return 92.5 ± 2.5 | 90, 95 |" in text
+    assert (tmp_path / "results" / "idp_curves.png").stat().st_size > 10_000
+    docs.write_text("no markers")
+    with pytest.raises(ValueError, match="no table markers"):
+        X.update_docs_table(docs, tmp_path / "results")

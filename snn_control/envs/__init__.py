@@ -8,7 +8,7 @@ from .base import BatchedReachEnv, EnvError, ReachSpec
 from .gym_env import ReachEnv
 from .reacher import ReacherBatch, ReacherConfig
 
-TASKS = ("reacher", "panda")
+TASKS = ("reacher", "panda", "gym")  # gym: a gymnasium task, TD3 only (gym_task)
 
 
 def env_config_class(task: str) -> type:
@@ -18,6 +18,10 @@ def env_config_class(task: str) -> type:
         from .panda import PandaConfig  # imports pybullet only when needed
 
         return PandaConfig
+    if task == "gym":
+        from .gym_task import GymTaskConfig
+
+        return GymTaskConfig
     raise EnvError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
@@ -33,6 +37,8 @@ def make_batch(task: str, num_envs: int, config: Any = None, workers: int = 1) -
         from .panda import PandaBatch
 
         return PandaBatch(num_envs, config)
+    if task == "gym":
+        raise EnvError("task 'gym' is a single gymnasium env for TD3 (envs.gym_task), not a batched reach task")
     raise EnvError(f"unknown task {task!r}; choose one of {TASKS}")
 
 

@@ -54,7 +54,7 @@ class SpikingActor(nn.Module):
             for i, layer in enumerate(self.layers):
                 if i:
                     drive = layer.input(states[i - 1].spikes)
-                states[i] = layer.step(drive, states[i], decays[i])
+                states[i] = layer.step(drive, states[i], decays[i], fused=True)
                 counts[i] = counts[i] + states[i].spikes.detach().mean()
             out_spikes = out_spikes + states[-1].spikes
         self.last_rates = [c / self.timesteps for c in counts]

@@ -109,10 +109,12 @@ class TD3:
             noise = (torch.randn_like(action) * self.s.policy_noise).clamp(-self.s.noise_clip, self.s.noise_clip)
             return (action + noise).clamp(-1.0, 1.0)
 
-    def proxy_step(self, states: torch.Tensor) -> float:
-        """One imitation step of the proxy towards the spiking actor on ``states``."""
-        with torch.no_grad():
-            wanted = self.actor(states)
+    def proxy_step(self, states: torch.Tensor, wanted: torch.Tensor | None = None) -> float:
+        """One imitation step of the proxy towards the spiking actor's actions ``wanted`` on
+        ``states`` (computed here when not given)."""
+        if wanted is None:
+            with torch.no_grad():
+                wanted = self.actor(states)
         loss = F.mse_loss(self.proxy(states), wanted)
         self.proxy_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -152,8 +154,11 @@ class TD3:
             self.critic.requires_grad_(True)
         out["actor_loss"] = float(actor_loss.detach())
         if self.proxy is not None:  # the batch's replay states (seed 003: 256 of them, 3 steps)
+            states = obs[: s.proxy_batch]
+            with torch.no_grad():  # the updated actor's actions: the same for every step
+                wanted = self.actor(states)
             for _ in range(s.proxy_steps):
-                out["proxy_loss"] = self.proxy_step(obs[: s.proxy_batch])
+                out["proxy_loss"] = self.proxy_step(states, wanted)
         polyak(self.critic_target, self.critic, s.tau)
         polyak(self.actor_target, self.proxy if self.proxy is not None else self.actor, s.tau)
         return out

@@ -38,12 +38,28 @@ class GuideError(ValueError):
     """A guide whose actions do not fit the environment."""
 
 
-def build_actor(config: ExperimentConfig, obs_dim: int, act_dim: int):
+def build_actor(config: ExperimentConfig, obs_dim: int, act_dim: int, obs_range: float = 1.0):
+    """The actor of ``config.rl``; a spiking actor's population code spans +-``obs_range``."""
     r = config.rl
     if r.actor == "mlp":
         return MLPActor(obs_dim, act_dim, tuple(r.hidden))
     return SpikingActor(obs_dim, act_dim, tuple(r.hidden), r.pop, r.timesteps, r.neuron,
-                        Surrogate("fast_sigmoid", r.slope if r.slope_schedule == "fixed" else r.slope_start))
+                        Surrogate("fast_sigmoid", r.slope if r.slope_schedule == "fixed" else r.slope_start),
+                        obs_range=obs_range)
+
+
+def build_agent(config: ExperimentConfig, obs_dim: int, act_dim: int, obs_range: float = 1.0):
+    """``(actor, TD3 agent, slope schedule)`` as ``config.rl`` describes them."""
+    r = config.rl
+    actor = build_actor(config, obs_dim, act_dim, obs_range)
+    agent = TD3(actor, obs_dim, act_dim, TD3Settings(
+        gamma=r.gamma, tau=r.tau, policy_noise=r.policy_noise, noise_clip=r.noise_clip,
+        policy_delay=r.policy_delay, actor_lr=r.actor_lr, critic_lr=r.critic_lr, target=r.target,
+        proxy_hidden=tuple(r.proxy_hidden), proxy_steps=r.proxy_steps, proxy_batch=r.batch,
+        proxy_lr=r.proxy_lr, bc_weight=r.bc_weight))
+    slopes = make_slope_schedule(r.slope_schedule, r.slope, r.slope_start, r.slope_end,
+                                 r.slope_steps or r.total_steps, r.adaptive_return_low, r.adaptive_return_high)
+    return actor, agent, slopes
 
 
 class ActorPolicy(torch.nn.Module):
@@ -72,15 +88,8 @@ class RLTrainer:
         self.env = make_batch(config.task, r.envs, config.env)
         spec = self.env.spec
         self.obs_dim, self.act_dim = spec.obs_dim + spec.goal_dim, spec.act_dim
-        self.actor = build_actor(config, self.obs_dim, self.act_dim)
-        self.agent = TD3(self.actor, self.obs_dim, self.act_dim, TD3Settings(
-            gamma=r.gamma, tau=r.tau, policy_noise=r.policy_noise, noise_clip=r.noise_clip,
-            policy_delay=r.policy_delay, actor_lr=r.actor_lr, critic_lr=r.critic_lr, target=r.target,
-            proxy_hidden=tuple(r.proxy_hidden), proxy_steps=r.proxy_steps, proxy_batch=r.batch,
-            proxy_lr=r.proxy_lr, bc_weight=r.bc_weight))
+        self.actor, self.agent, self.slopes = build_agent(config, self.obs_dim, self.act_dim)
         self.replay = TransitionReplay(min(r.replay_size, r.total_steps), self.obs_dim, self.act_dim)
-        self.slopes = make_slope_schedule(r.slope_schedule, r.slope, r.slope_start, r.slope_end,
-                                          r.slope_steps or r.total_steps, r.adaptive_return_low, r.adaptive_return_high)
         self.guide_schedule = GuideSchedule(r.guide_share, r.guide_decay_steps)
         self.guide = OperationalSpacePD(self.env) if (r.guide_share > 0 or r.bc_weight > 0) else None
         self.env_steps = 0

@@ -1,0 +1,207 @@
+"""The RL experiments of docs/rl.md, each regenerable by one command:
+
+    snn-control rl-experiment idp [--seeds 3] [--workers 2]
+
+runs every variant of the experiment for each seed (one ``snn-control train`` process
+per run, ``workers`` at a time; a run whose ``metrics.jsonl`` is complete is kept, so an
+interrupted experiment resumes run by run), then writes ``results/rl/NAME.json`` (per
+run and mean +- std per variant), ``results/rl/NAME_curves.png``, merges its headline
+figures into ``results/rl/summary.json`` and regenerates the table in ``docs/rl.md``
+between its markers (``snn-control rl-table`` does only that last step).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TABLE_BEGIN, TABLE_END = "<!-- rl-table: begin (snn-control rl-table) -->", "<!-- rl-table: end -->"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # key in the JSON
+    label: str  # for tables and plots
+    config: str  # relative to the repository root
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    variants: tuple[Variant, ...]
+    score: str  # the metrics.jsonl key whose best value is the run's headline figure
+    score_label: str
+    summary_keys: dict  # summary.json key -> (variant, statistic)
+
+
+EXPERIMENTS = {
+    "idp": Experiment(
+        "idp", "MuJoCo InvertedDoublePendulum-v5, 5e4 transitions (seed 003's benchmark)",
+        (Variant("ann", "ANN TD3 (MLP 256-256)", "config/idp_td3.yaml", ("rl.actor=mlp", "rl.target=polyak")),
+         Variant("polyak_lif", "SNN TD3, Polyak target (LIF)", "config/idp_td3.yaml", ("rl.target=polyak",)),
+         Variant("proxy_lif", "SNN TD3, proxy target (LIF)", "config/idp_td3.yaml", ("rl.target=proxy",))),
+        score="eval/return_mean", score_label="max average return",
+        summary_keys={"idp_ann_return_mean": ("ann", "mean"), "idp_ann_return_std": ("ann", "std"),
+                      "idp_polyak_lif_return_mean": ("polyak_lif", "mean"),
+                      "idp_polyak_lif_return_std": ("polyak_lif", "std"),
+                      "idp_proxy_lif_return_mean": ("proxy_lif", "mean"),
+                      "idp_proxy_lif_return_std": ("proxy_lif", "std")}),
+}
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _total_steps(config: str, overrides: tuple[str, ...]) -> int:
+    from ..config import load
+
+    return load(REPO_ROOT / config, list(overrides)).rl.total_steps
+
+
+def _run_complete(run_dir: Path, total_steps: int) -> bool:
+    rows = _read_metrics(run_dir / "metrics.jsonl")
+    return bool(rows) and rows[-1]["env_steps"] >= total_steps
+
+
+def _train(run_dir: Path, config: str, overrides: tuple[str, ...]) -> float:
+    """One ``snn-control train`` process; its output goes to ``run_dir/train.log``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "snn_control.cli", "train", str(REPO_ROOT / config), "--out", str(run_dir),
+           "--no-progress"] + [a for o in overrides for a in ("--set", o)]
+    start = time.perf_counter()
+    with open(run_dir / "train.log", "w") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    if code:
+        raise RuntimeError(f"run {run_dir} failed (exit {code}); see {run_dir / 'train.log'}")
+    return time.perf_counter() - start
+
+
+def run_experiment(name: str, seeds: int = 3, workers: int = 2, runs_root: Path = Path("runs/rl"),
+                   results_root: Path = REPO_ROOT / "results" / "rl", extra: tuple[str, ...] = (),
+                   docs: Path | None = REPO_ROOT / "docs" / "rl.md") -> dict:
+    """Run (or resume) experiment ``name`` and write its results; returns the results dict.
+    ``extra`` overrides go to every run (e.g. a shorter ``rl.total_steps`` for a smoke test)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
+    exp = EXPERIMENTS[name]
+    jobs = []
+    for seed in range(seeds):  # seed-major: a partial experiment has every variant of seed 0 first
+        for v in exp.variants:
+            overrides = (*v.overrides, f"seed={seed}", *extra)
+            run_dir = Path(runs_root) / name / f"{v.name}_seed{seed}"
+            if not _run_complete(run_dir, _total_steps(v.config, overrides)):
+                jobs.append((run_dir, v.config, overrides))
+    start = time.perf_counter()
+    print(f"{name}: {len(jobs)} run(s) to do, {workers} at a time -> {Path(runs_root) / name}", flush=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_train, *job): job[0] for job in jobs}
+        for done, future in enumerate(futures, 1):
+            seconds = future.result()
+            print(f"  [{done}/{len(jobs)}] {futures[future].name}: {seconds / 60:.1f} min", flush=True)
+    command = " ".join([f"snn-control rl-experiment {name} --seeds {seeds}", *(f"--set {o}" for o in extra)])
+    results = summarise(exp, seeds, Path(runs_root), time.perf_counter() - start, command)
+    write_results(exp, results, Path(results_root), docs)
+    return results
+
+
+def summarise(exp: Experiment, seeds: int, runs_root: Path, wall_s: float, command: str) -> dict:
+    variants = {}
+    for v in exp.variants:
+        runs = []
+        for seed in range(seeds):
+            rows = [r for r in _read_metrics(runs_root / exp.name / f"{v.name}_seed{seed}" / "metrics.jsonl")
+                    if exp.score in r]
+            if not rows:
+                continue
+            scores = [r[exp.score] for r in rows]
+            runs.append({"seed": seed, "best": float(max(scores)), "final": float(scores[-1]),
+                         "env_steps": int(rows[-1]["env_steps"]),
+                         "train_wall_s": float(rows[-1].get("time/elapsed_s", float("nan"))),
+                         "curve": [[int(r["env_steps"]), float(r[exp.score])] for r in rows]})
+        best = np.array([r["best"] for r in runs])
+        variants[v.name] = {"label": v.label, "config": v.config, "overrides": list(v.overrides), "runs": runs,
+                            "seeds": len(runs), "mean": float(best.mean()) if len(best) else None,
+                            "std": float(best.std()) if len(best) else None}
+    return {"experiment": exp.name, "description": exp.description, "score": exp.score,
+            "score_label": exp.score_label, "command": command,
+            "command_wall_s": wall_s, "variants": variants}
+
+
+def write_results(exp: Experiment, results: dict, results_root: Path, docs: Path | None) -> None:
+    results_root.mkdir(parents=True, exist_ok=True)
+    (results_root / f"{exp.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot_curves(results, results_root / f"{exp.name}_curves.png")
+    summary_path = results_root / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    for key, (variant, stat) in exp.summary_keys.items():
+        summary[key] = results["variants"][variant][stat]
+    summary[f"{exp.name}_seeds"] = min(v["seeds"] for v in results["variants"].values())
+    summary_path.write_text(json.dumps(dict(sorted(summary.items())), indent=2) + "\n")
+    if docs is not None:
+        update_docs_table(docs, results_root)
+
+
+def plot_curves(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, v in results["variants"].items():
+        if not v["runs"]:
+            continue
+        steps = sorted({s for r in v["runs"] for s, _ in r["curve"]})
+        table = np.array([[dict(map(tuple, r["curve"])).get(s, np.nan) for s in steps] for r in v["runs"]])
+        mean, std = np.nanmean(table, 0), np.nanstd(table, 0)
+        ax.plot(steps, mean, label=f"{v['label']} ({v['seeds']} seeds)")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("environment transitions")
+    ax.set_ylabel(results["score"])
+    ax.set_title(results["description"], fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def rl_table(results_root: Path = REPO_ROOT / "results" / "rl") -> str:
+    """Markdown table of every experiment's results JSON under ``results_root``."""
+    lines = ["| experiment | variant | seeds | headline (best per run, mean ± std) | per seed | "
+             "train wall time per run | command wall time |", "|---|---|---|---|---|---|---|"]
+    for path in sorted(results_root.glob("*.json")):
+        if path.name == "summary.json":
+            continue
+        res = json.loads(path.read_text())
+        for v in res["variants"].values():
+            if not v["runs"]:
+                continue
+            per_seed = ", ".join(f"{r['best']:.0f}" for r in v["runs"])
+            wall = np.mean([r["train_wall_s"] for r in v["runs"]]) / 60
+            lines.append(f"| {res['experiment']} | {v['label']} | {v['seeds']} | "
+                         f"{res['score_label']} {v['mean']:.1f} ± {v['std']:.1f} | {per_seed} | {wall:.1f} min | "
+                         f"{res['command_wall_s'] / 60:.0f} min (`{res['command']}`) |")
+    return "\n".join(lines)
+
+
+def update_docs_table(docs: Path, results_root: Path) -> None:
+    text = docs.read_text()
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise ValueError(f"{docs}: no table markers {TABLE_BEGIN!r} ... {TABLE_END!r}")
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    docs.write_text(f"{head}{TABLE_BEGIN}\n{rl_table(results_root)}\n{TABLE_END}{tail}")
