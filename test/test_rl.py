@@ -128,19 +128,37 @@ def test_replay_refuses_non_finite_transitions():
 
 def test_short_td3_run_on_the_reacher_critic_loss_falls(tmp_path):
     from snn_control import config as C
+    from snn_control.models import parameter_count
+    from snn_control.training.checkpoint import load_model
+    from snn_control.training.evaluate import evaluate, write_eval
     from snn_control.rl.trainer import RLTrainer
 
     cfg = C.load("config/reacher_td3.yaml", [
         "rl.total_steps=3200", "rl.envs=4", "rl.start_steps=400", "rl.updates_per_step=0.5", "rl.batch=64",
         "rl.hidden=[32, 32]", "rl.pop=4", "rl.proxy_hidden=[32, 32]", "rl.eval_every=3200",
         "rl.eval_episodes=4", "rl.guide_share=0.5", "rl.guide_decay_steps=1600", "rl.bc_weight=0.5"])
-    RLTrainer(cfg, tmp_path).fit(progress=False)
+    trainer = RLTrainer(cfg, tmp_path)
+    trainer.fit(progress=False)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     critic = [r["losses/critic_loss"] for r in rows if "losses/critic_loss" in r]
     assert len(critic) >= 3 and critic[-1] < critic[0]
     assert all(np.isfinite(r["charts/episode_return"]) for r in rows)
     assert rows[0]["charts/guide_share"] > rows[-1]["charts/guide_share"] == 0.0
-    assert "validation/success_rate" in rows[-1] and (tmp_path / "actor.pt").is_file()
+    assert "validation/success_rate" in rows[-1]
+    predictor, policy, spec, _ = load_model(tmp_path)  # a model directory like predictive control's
+    assert predictor is None and spec.task == "reacher" and spec.substeps == 5
+    x = torch.rand(16, trainer.obs_dim) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(policy.actor(x), trainer.actor.eval()(x))
+    # ... and snn-control eval evaluates it on the held-out goals with the same JSON keys
+    result = evaluate(tmp_path, episodes=8)
+    write_eval(result, tmp_path / "eval.json")
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["algorithm"] == "td3" and saved["episodes"] == 8 and saved["predictor"] is None
+    assert 0.0 <= saved["success_rate"] <= 1.0 and saved["parameters"] == parameter_count(policy)
+    assert sorted(saved["firing_rate_hz"]) == ["policy.layer1", "policy.layer2", "policy.layer3"]
+    assert all(0 <= r <= 1000 for r in saved["firing_rate_hz"].values())
+    assert sum(saved["firing_rate_hz"].values()) > 0 and saved["synaptic_ops_per_step"]["policy"]["spike_events"] > 0
     slopes = [r["charts/slope"] for r in rows]
     assert slopes == sorted(slopes) and slopes[-1] > slopes[0]  # scheduled: shallow -> steep
 

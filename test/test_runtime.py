@@ -174,3 +174,40 @@ def test_hot_swap_at_tick_boundary_without_torque_jump(core):
     _feed(core, t)
     core.tick(t)
     assert core.model is not new
+
+
+def test_a_td3_trained_model_drives_the_controller_without_a_forward_model(core, tmp_path):
+    """A TD3 model directory (spiking actor, no predictor) loads and swaps in like a
+    predictive-control one; it publishes no prediction, and its torques pass the filter."""
+    from snn_control import config as C
+    from snn_control.envs import make_batch
+    from snn_control.rl.networks import ActorPolicy, build_actor
+    from snn_control.training.checkpoint import save_model
+    from snn_control.training.trainer import io_spec_for
+
+    cfg = C.load(PANDA.parent.parent / "config" / "reacher_td3.yaml", ["task=panda", "rl.hidden=[32, 32]", "rl.pop=4"])
+    env = make_batch("panda", 1, cfg.env)
+    try:
+        spec = env.spec
+        actor = build_actor(cfg.rl, spec.obs_dim + spec.goal_dim, spec.act_dim)
+        save_model(tmp_path, None, ActorPolicy(actor), io_spec_for(cfg, spec), cfg)
+    finally:
+        env.close()
+    core.set_goal([0.4, 0.2, 0.5])
+    core.request_swap(core.prepare_model(tmp_path))
+    period, max_step = core.settings.control_period_s, core.settings.torque_rate_limit * core.settings.control_period_s
+    last = None
+    for k in range(5):
+        _feed(core, k * period)
+        r = core.tick(k * period)  # the swap happens at the first of these ticks
+        assert core.model.predictor is None
+        assert r.status == "active" and r.prediction is None and r.prediction_error_m is None
+        assert np.all(np.isfinite(r.torque)) and np.all(np.abs(r.torque) <= core.model.action_scale + 1e-12)
+        if last is not None:
+            assert np.all(np.abs(r.torque - last) <= max_step + 1e-9)
+        last = r.torque
+    assert core.firing_rates_hz()["predictor"] == []
+    assert core.rollback()
+    _feed(core, 5 * period)
+    core.tick(5 * period)
+    assert core.model.predictor is not None

@@ -10,6 +10,7 @@ from ..spiking import SpikingLayer, Surrogate
 from .population import PopulationDecoder, PopulationEncoder
 
 NEURONS = {"lif": 0.0, "alif": 0.5}  # threshold adaptation strength xi
+ACTOR_DT_S = 1e-3  # neural time per actor step (sets the time constants' decay; rates in Hz)
 
 
 class SpikingActor(nn.Module):
@@ -21,7 +22,7 @@ class SpikingActor(nn.Module):
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden=(256, 256), pop: int = 10, timesteps: int = 5,
-                 neuron: str = "lif", surrogate: Surrogate | None = None, dt: float = 1e-3,
+                 neuron: str = "lif", surrogate: Surrogate | None = None, dt: float = ACTOR_DT_S,
                  tau_mem: float = 2e-3, tau_syn: float = 1e-3, tau_ada: float = 20e-3,
                  obs_range: float = 1.0) -> None:
         super().__init__()
@@ -38,6 +39,25 @@ class SpikingActor(nn.Module):
             for i in range(len(sizes) - 1))
         self.decoder = PopulationDecoder(act_dim, pop)
         self.last_rates: list[torch.Tensor] = []  # per layer, mean firing probability per step
+        self.count_spikes = False  # evaluation: accumulate spike totals across calls
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        self.spike_counts = [0.0] * len(self.layers)  # per layer, summed over neurons and rows
+        self.counted_steps = 0  # neural steps x rows counted
+
+    def activity(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Since :meth:`reset_counts`: firing rate per layer (Hz per neuron) and, per action
+        (batch 1), spike-driven synaptic events and the dense multiply-adds of the analog
+        input projection (once per action: the input is held)."""
+        steps = max(1, self.counted_steps)
+        rates = {f"layer{i + 1}": c / (steps * ACTOR_DT_S * layer.size)
+                 for i, (c, layer) in enumerate(zip(self.spike_counts, self.layers))}
+        actions = steps / self.timesteps
+        events = sum(self.spike_counts[i] / actions * self.layers[i + 1].size for i in range(len(self.layers) - 1))
+        events += self.spike_counts[-1] / actions  # output spikes into the decoder's weighted sum
+        first = self.layers[0].input
+        return rates, {"spike_events": events, "dense_macs": float(first.in_features * first.out_features)}
 
     def set_slope(self, slope: float) -> None:
         self.surrogate.slope = float(slope)
@@ -56,8 +76,12 @@ class SpikingActor(nn.Module):
                     drive = layer.input(states[i - 1].spikes)
                 states[i] = layer.step(drive, states[i], decays[i], fused=True)
                 counts[i] = counts[i] + states[i].spikes.detach().mean()
+                if self.count_spikes:
+                    self.spike_counts[i] += float(states[i].spikes.sum())
             out_spikes = out_spikes + states[-1].spikes
         self.last_rates = [c / self.timesteps for c in counts]
+        if self.count_spikes:
+            self.counted_steps += self.timesteps * obs.shape[0]
         return torch.tanh(self.decoder(out_spikes / self.timesteps))
 
 
@@ -94,3 +118,29 @@ class TwinCritic(nn.Module):
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([obs, action], -1)
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+class ActorPolicy(nn.Module):
+    """An actor seen through the predictive-control policy interface (``step``), so
+    :func:`snn_control.training.collect.rollout` and evaluation run it unchanged."""
+
+    def __init__(self, actor) -> None:
+        super().__init__()
+        self.actor = actor
+
+    def initial_state(self, batch: int, like: torch.Tensor):
+        return None
+
+    def step(self, obs: torch.Tensor, goals: torch.Tensor, state):
+        action = self.actor(torch.cat([obs, goals], -1))
+        return action, action, state
+
+
+def build_actor(r, obs_dim: int, act_dim: int, obs_range: float = 1.0) -> nn.Module:
+    """The actor an :class:`~snn_control.config.RLConfig` ``r`` describes; a spiking actor's
+    population code spans +-``obs_range``."""
+    if r.actor == "mlp":
+        return MLPActor(obs_dim, act_dim, tuple(r.hidden))
+    return SpikingActor(obs_dim, act_dim, tuple(r.hidden), r.pop, r.timesteps, r.neuron,
+                        Surrogate("fast_sigmoid", r.slope if r.slope_schedule == "fixed" else r.slope_start),
+                        obs_range=obs_range)

@@ -6,8 +6,10 @@ actor plus Gaussian noise; the transitions (observation and goal concatenated, r
 minus the effector-goal distance in the task's unit) go to the replay together with the
 guide's action (for the behaviour-cloning term); then ``updates_per_step`` TD3 updates
 per transition. The surrogate slope follows its schedule. Validation: deterministic
-actor on the held-out validation goal set. The run directory gets ``actor.pt``
-(weights only), ``config.yaml``, ``metrics.jsonl`` and TensorBoard files.
+actor on the held-out validation goal set. The run directory is a model directory
+(:mod:`snn_control.training.checkpoint`: ``model.pt`` with the actor as the policy, the I/O
+spec, ``config.yaml``) that ``snn-control eval`` and the controller node load like a
+predictive-control one, plus ``metrics.jsonl`` and TensorBoard files.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from tqdm.auto import tqdm
 from ..classical import OperationalSpacePD
 from ..config import ExperimentConfig
 from ..envs import make_batch
-from ..spiking import Surrogate
+from ..training.checkpoint import save_model
+from ..training.trainer import io_spec_for
 from .guide import GuideSchedule
-from .networks import MLPActor, SpikingActor
+from .networks import ActorPolicy, SpikingActor, build_actor
 from .slopes import make_slope_schedule
 from .td3 import TD3, TD3Settings, TransitionReplay
 
@@ -38,20 +41,10 @@ class GuideError(ValueError):
     """A guide whose actions do not fit the environment."""
 
 
-def build_actor(config: ExperimentConfig, obs_dim: int, act_dim: int, obs_range: float = 1.0):
-    """The actor of ``config.rl``; a spiking actor's population code spans +-``obs_range``."""
-    r = config.rl
-    if r.actor == "mlp":
-        return MLPActor(obs_dim, act_dim, tuple(r.hidden))
-    return SpikingActor(obs_dim, act_dim, tuple(r.hidden), r.pop, r.timesteps, r.neuron,
-                        Surrogate("fast_sigmoid", r.slope if r.slope_schedule == "fixed" else r.slope_start),
-                        obs_range=obs_range)
-
-
 def build_agent(config: ExperimentConfig, obs_dim: int, act_dim: int, obs_range: float = 1.0):
     """``(actor, TD3 agent, slope schedule)`` as ``config.rl`` describes them."""
     r = config.rl
-    actor = build_actor(config, obs_dim, act_dim, obs_range)
+    actor = build_actor(r, obs_dim, act_dim, obs_range)
     agent = TD3(actor, obs_dim, act_dim, TD3Settings(
         gamma=r.gamma, tau=r.tau, policy_noise=r.policy_noise, noise_clip=r.noise_clip,
         policy_delay=r.policy_delay, actor_lr=r.actor_lr, critic_lr=r.critic_lr, target=r.target,
@@ -60,22 +53,6 @@ def build_agent(config: ExperimentConfig, obs_dim: int, act_dim: int, obs_range:
     slopes = make_slope_schedule(r.slope_schedule, r.slope, r.slope_start, r.slope_end,
                                  r.slope_steps or r.total_steps, r.adaptive_return_low, r.adaptive_return_high)
     return actor, agent, slopes
-
-
-class ActorPolicy(torch.nn.Module):
-    """An actor seen through the predictive-control policy interface (``step``), so
-    :func:`snn_control.training.collect.rollout` and evaluation run it unchanged."""
-
-    def __init__(self, actor) -> None:
-        super().__init__()
-        self.actor = actor
-
-    def initial_state(self, batch: int, like: torch.Tensor):
-        return None
-
-    def step(self, obs: torch.Tensor, goals: torch.Tensor, state):
-        action = self.actor(torch.cat([obs, goals], -1))
-        return action, action, state
 
 
 class RLTrainer:
@@ -183,7 +160,8 @@ class RLTrainer:
                     writer.add_scalar(key, value, self.env_steps)
                 with open(self.run_dir / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps({"env_steps": self.env_steps, **metrics}) + "\n")
-                torch.save({"actor": self.actor.state_dict()}, self.run_dir / "actor.pt")
+                save_model(self.run_dir, None, ActorPolicy(self.actor), io_spec_for(self.config, self.env.spec),
+                           self.config)
                 bar.update(self.env_steps - before)
                 bar.set_postfix(ret=f"{metrics['charts/episode_return']:.3g}")
                 last = metrics

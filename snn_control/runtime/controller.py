@@ -41,7 +41,7 @@ class LoadedModel:
     path: Path
     version: str
     policy: FastPolicy
-    predictor: FastPredictor
+    predictor: FastPredictor | None  # None: a TD3-trained model (no forward model, no health signal)
     action_scale: np.ndarray
     observe_velocity: bool
     effector: slice
@@ -53,18 +53,22 @@ class LoadedModel:
         if spec.task != "panda":
             raise IOSpecMismatch(f"{model_dir}: a {spec.task!r} model cannot drive a Panda")
         version = (Path(model_dir) / "VERSION").read_text().strip() if (Path(model_dir) / "VERSION").exists() else "0"
-        model = cls(Path(model_dir), version, FastPolicy(policy), FastPredictor(predictor),
+        model = cls(Path(model_dir), version, FastPolicy(policy),
+                    FastPredictor(predictor) if predictor is not None else None,
                     np.asarray(spec.action_scale, dtype=np.float64), "dq1" in spec.obs_names,
                     slice(*spec.effector))
         # One step on zeros compiles (or loads from cache) the kernels now, not on a control tick.
         obs = np.zeros(spec.obs_dim)
-        model.predictor.predict(obs, model.policy.act(obs, np.zeros(spec.goal_dim)))
+        action = model.policy.act(obs, np.zeros(spec.goal_dim))
+        if model.predictor is not None:
+            model.predictor.predict(obs, action)
         model.reset()
         return model
 
     def reset(self) -> None:
         self.policy.reset()
-        self.predictor.reset()
+        if self.predictor is not None:
+            self.predictor.reset()
 
 
 @dataclass
@@ -223,7 +227,7 @@ class ControllerCore:
             error = float(np.linalg.norm(self._prediction[model.effector] - obs[model.effector]))
         action = model.policy.act(obs, self.goal)
         torque = self.safety(action * model.action_scale)
-        self._prediction = model.predictor.predict(obs, action).copy()
+        self._prediction = model.predictor.predict(obs, action).copy() if model.predictor is not None else None
         self._active = True
         self._status = "active"
         return TickResult(torque, "active", obs, self._prediction, error, joint_positions=q, joint_velocities=dq,
@@ -231,7 +235,7 @@ class ControllerCore:
 
     def firing_rates_hz(self) -> dict[str, list[float]]:
         return {"policy": self.model.policy.firing_rates_hz().tolist(),
-                "predictor": self.model.predictor.firing_rates_hz().tolist()}
+                "predictor": self.model.predictor.firing_rates_hz().tolist() if self.model.predictor else []}
 
     def close(self) -> None:
         self.kinematics.close()

@@ -2,7 +2,8 @@
 
 Layout of a model directory::
 
-    model.pt        tensors only (predictor and policy state dicts), loaded with
+    model.pt        tensors only (predictor and policy state dicts; a TD3-trained model,
+                    ``algorithm: td3``, has a policy only), loaded with
                     ``torch.load(weights_only=True)``: no pickled code is executed
     io_spec.json    the I/O spec (DESIGN.md section 6)
     config.yaml     the experiment config that trained the model
@@ -38,8 +39,11 @@ def atomic_write_bytes(path: Path, write) -> None:
 
 
 def save_model(directory: Path, predictor, policy, io_spec: IOSpec, config: config_mod.ExperimentConfig) -> None:
+    """``predictor`` is None for a model trained without one (TD3)."""
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {"predictor": predictor.state_dict(), "policy": policy.state_dict()}
+    tensors = {"policy": policy.state_dict()}
+    if predictor is not None:
+        tensors["predictor"] = predictor.state_dict()
     atomic_write_bytes(directory / "model.pt", lambda p: torch.save(tensors, p))
     atomic_write_bytes(directory / "io_spec.json",
                        lambda p: p.write_text(json.dumps(io_spec.to_dict(), indent=2) + "\n"))
@@ -48,7 +52,8 @@ def save_model(directory: Path, predictor, policy, io_spec: IOSpec, config: conf
 
 
 def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = None):
-    """Returns ``(predictor, policy, io_spec, config)`` in eval mode.
+    """Returns ``(predictor, policy, io_spec, config)`` in eval mode. ``predictor`` is None
+    for a TD3-trained model (``algorithm: td3``), whose policy is its actor.
 
     Raises :class:`CheckpointError` for a missing or corrupt directory and
     :class:`IOSpecMismatch` when ``expected_spec`` entries differ from the checkpoint's.
@@ -73,10 +78,21 @@ def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = Non
         tensors = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/foreign files
         raise CheckpointError(f"{directory / 'model.pt'}: corrupt or not a weights file ({exc})") from None
-    if not isinstance(tensors, dict) or set(tensors) != {"predictor", "policy"}:
-        raise CheckpointError(f"{directory / 'model.pt'}: expected 'predictor' and 'policy' weights")
-    predictor, policy = build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim)
+    if config.algorithm == "td3":
+        from ..rl.networks import ActorPolicy, build_actor
+
+        expected = {"policy"}
+        predictor = None
+        policy = ActorPolicy(build_actor(config.rl, spec.obs_dim + spec.goal_dim, spec.act_dim))
+    else:
+        expected = {"predictor", "policy"}
+        predictor, policy = build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim)
+    if not isinstance(tensors, dict) or set(tensors) != expected:
+        raise CheckpointError(f"{directory / 'model.pt'}: expected {' and '.join(sorted(expected))} weights "
+                              f"for algorithm {config.algorithm!r}")
     for name, net in (("predictor", predictor), ("policy", policy)):
+        if net is None:
+            continue
         try:
             net.load_state_dict(tensors[name])
         except RuntimeError as exc:

@@ -144,7 +144,7 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
     import dataclasses
 
     predictor, policy, spec, config = load_model(model_dir)
-    torch.set_num_threads(config.train.threads)
+    torch.set_num_threads(config.rl.threads if config.algorithm == "td3" else config.train.threads)
     episodes = episodes or HELDOUT_EPISODES[spec.task]
     env_cfg = config.env
     if env_overrides:
@@ -156,14 +156,18 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
     env = make_batch(spec.task, episodes, env_cfg)
     try:
         starts, goals = heldout_tasks(env, episodes, seed)
-        nets = {"predictor": spiking_nets(predictor), "policy": spiking_nets(policy)}
-        for group in nets.values():
-            for net in group:
-                net.count_spikes = True
-                net.reset_counts()
+        nets = {"predictor": spiking_nets(predictor) if predictor is not None else [],
+                "policy": spiking_nets(policy)}
+        actor = getattr(policy, "actor", None)  # a TD3-trained model's actor (rl.networks)
+        spiking_actor = actor if hasattr(actor, "activity") else None
+        counting = [net for group in nets.values() for net in group] + ([spiking_actor] if spiking_actor else [])
+        for net in counting:
+            net.count_spikes = True
+            net.reset_counts()
         rolled = rollout(env, policy, starts, goals)
         # Predictor firing is measured while it predicts along the same episodes.
-        pred_err = predictor_metrics(predictor, rolled.obs, rolled.actions, spec.effector)
+        pred_err = (predictor_metrics(predictor, rolled.obs, rolled.actions, spec.effector)
+                    if predictor is not None else None)
         firing, synops = {}, {}
         for name, group in nets.items():
             for net in group:
@@ -172,10 +176,14 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
                     firing[f"{name}.layer{i + 1}"] = count / (neural_time * net.layers[i].size)
                 control_steps = net.counted_substeps / net.substeps
                 synops[name] = synaptic_operations(net, net.spike_counts, control_steps)
-                net.count_spikes = False
+        if spiking_actor is not None:
+            rates, synops["policy"] = spiking_actor.activity()
+            firing.update({f"policy.{layer}": rate for layer, rate in rates.items()})
+        for net in counting:
+            net.count_spikes = False
         result: dict[str, Any] = {
             "task": spec.task,
-            "model_kind": config.model.kind,
+            "model_kind": config.rl.actor if config.algorithm == "td3" else config.model.kind,
             "episodes": episodes,
             "seed": seed,
             "env_overrides": dict(env_overrides or {}),
@@ -183,8 +191,9 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
             "distance_unit": spec.distance_unit,
             "success_criterion": ("|dx|, |dy| <= 0.05 normalised" if spec.task == "reacher"
                                   else "final distance <= 0.05 m"),
-            "parameters": parameter_count(predictor) + parameter_count(policy),
-            "parameters_predictor": parameter_count(predictor),
+            "algorithm": config.algorithm,
+            "parameters": (parameter_count(predictor) if predictor is not None else 0) + parameter_count(policy),
+            "parameters_predictor": parameter_count(predictor) if predictor is not None else 0,
             "parameters_policy": parameter_count(policy),
             "firing_rate_hz": firing,
             "synaptic_ops_per_step": synops,
@@ -205,7 +214,10 @@ def _training_summary(model_dir: Path) -> dict[str, Any]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not rows:
         return {}
-    return {"iterations": rows[-1]["iteration"], "wall_time_s": rows[-1].get("time/elapsed_s")}
+    last = rows[-1]
+    out = {"wall_time_s": last.get("time/elapsed_s")}
+    out.update({"iterations": last["iteration"]} if "iteration" in last else {"env_steps": last.get("env_steps")})
+    return out
 
 
 def write_eval(result: dict[str, Any], out: Path) -> None:

@@ -136,6 +136,8 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     predictor, policy, spec, config = load_model(model_dir)
+    if predictor is None:
+        raise FinetuneError(f"{model_dir}: a {config.algorithm} model has no forward model to fine-tune through")
     running_predictor, running_policy, _, _ = load_model(model_dir)
     unknown = set(s.env_overrides) - {f.name for f in dataclasses.fields(config.env)}
     if unknown:

@@ -51,6 +51,8 @@ def plot_training(metrics_path: Path, path: Path) -> bool:
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     if not rows:
         return False
+    if "iteration" not in rows[0]:
+        return _plot_td3_training(rows, path)
     it = [r["iteration"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     axes[0].plot(it, [r["losses/predictor"] for r in rows])
@@ -70,6 +72,32 @@ def plot_training(metrics_path: Path, path: Path) -> bool:
     axes[2].legend()
     for ax in axes:
         ax.set_xlabel("iteration")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_td3_training(rows: list[dict], path: Path) -> bool:
+    """A TD3 run (``metrics.jsonl`` by environment transitions): critic loss, return, success."""
+    steps = [r["env_steps"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    critic = [(r["env_steps"], r["losses/critic_loss"]) for r in rows if "losses/critic_loss" in r]
+    if critic:
+        axes[0].plot(*zip(*critic))
+    axes[0].set_title("critic loss")
+    axes[0].set_yscale("log")
+    axes[1].plot(steps, [r["charts/episode_return"] for r in rows])
+    axes[1].set_title("episode return (with exploration)")
+    axes[2].plot(steps, [r["collect/success_rate"] for r in rows], label="collection (with noise)")
+    val = [(r["env_steps"], r["validation/success_rate"]) for r in rows if "validation/success_rate" in r]
+    if val:
+        axes[2].plot(*zip(*val), "o-", label="validation")
+    axes[2].set_title("success rate")
+    axes[2].set_ylim(0, 1)
+    axes[2].legend()
+    for ax in axes:
+        ax.set_xlabel("environment transitions")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

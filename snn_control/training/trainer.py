@@ -39,7 +39,12 @@ TRAIN_STREAM, VALIDATION_STREAM = 1, 2  # RNG streams; held-out evaluation uses 
 
 
 def io_spec_for(config: ExperimentConfig, env_spec) -> IOSpec:
-    snn = config.model.kind == "snn"
+    if config.algorithm == "td3":  # the actor's neural steps per action
+        from ..rl.networks import ACTOR_DT_S
+
+        snn, substeps, dt = config.rl.actor == "snn", config.rl.timesteps, ACTOR_DT_S
+    else:
+        snn, substeps, dt = config.model.kind == "snn", config.model.substeps, config.model.dt
     scaling = {
         "reacher": "hand (x, y) / 0.9 m; sin, cos of both joints; joint velocity / (pi/2) rad/s",
         "panda": "joint position scaled to [-1, 1] by its limits; joint velocity / velocity limit; "
@@ -49,8 +54,8 @@ def io_spec_for(config: ExperimentConfig, env_spec) -> IOSpec:
         task=config.task, joint_names=env_spec.joint_names, obs_names=env_spec.obs_names,
         obs_scaling=scaling, effector=env_spec.effector, goal_dim=env_spec.goal_dim,
         act_dim=env_spec.act_dim, action_scale=tuple(env_spec.action_scale),
-        control_period_s=env_spec.control_period_s, substeps=config.model.substeps if snn else 0,
-        neural_dt_s=config.model.dt if snn else 0.0, distance_unit=env_spec.distance_unit,
+        control_period_s=env_spec.control_period_s, substeps=substeps if snn else 0,
+        neural_dt_s=dt if snn else 0.0, distance_unit=env_spec.distance_unit,
     )
 
 
