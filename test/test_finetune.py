@@ -165,3 +165,19 @@ def test_finetune_command_writes_a_version_or_says_why_not(payload_session, tmp_
         assert code == 1 and "rejected" in out and not list(tmp_path.glob("v*"))
     assert main(["finetune", MODEL, *map(str, bags), "--set", "learning_rate=1"]) == 2
     assert "unknown fine-tuning keys ['learning_rate']" in capsys.readouterr().err
+
+
+def test_used_bags_are_remembered_across_restarts_and_a_corrupt_ledger_is_kept_aside(tmp_path):
+    from snn_control.training.bag_ledger import BagLedger
+
+    out = tmp_path / "versions"
+    ledger = BagLedger(out)
+    assert len(ledger) == 0 and ledger.problem is None
+    ledger.add([tmp_path / "bags" / "s_000", tmp_path / "bags" / "s_001"])
+    again = BagLedger(out)  # a restarted trainer
+    assert tmp_path / "bags" / "s_000" in again and tmp_path / "bags" / "s_002" not in again
+    assert len(again) == 2
+    (out / "used_bags.json").write_text("{half a file")
+    fresh = BagLedger(out)
+    assert len(fresh) == 0 and "unreadable" in fresh.problem
+    assert (out / "used_bags.json.corrupt").read_text() == "{half a file"  # kept, not deleted

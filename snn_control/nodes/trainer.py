@@ -8,7 +8,8 @@ fine-tunes the running checkpoint on them in a worker thread
 must show the candidate no worse). An accepted candidate is written as
 ``output_dir/vNNNN/``; then the controller's ``checkpoint`` parameter is set to it and its
 ``~/reload_model`` called, so the controller swaps at a tick boundary. A rejected one is
-logged with the reason and the bags count as used. Progress goes to ``~/progress``
+logged with the reason and the bags count as used. Used bags are remembered in
+``output_dir/used_bags.json`` across restarts. Progress goes to ``~/progress``
 (std_msgs/String, JSON) and the log. Service ``~/finetune_now`` starts a round with
 whatever new bags there are. Corrupt or foreign bags are skipped with a message; no bag
 is changed or deleted.
@@ -85,7 +86,9 @@ class TrainerNode(Node):
         self.bag_dir = Path(p["bag_dir"]).expanduser()
         self.given = [Path(b).expanduser() for b in p["bags"] if b]
         self.output_dir = Path(p["output_dir"]).expanduser()
-        self.used: set[Path] = set()
+        from ..training.bag_ledger import BagLedger
+
+        self.used = BagLedger(self.output_dir)
         self.rounds = 0
         self._busy = threading.Lock()
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -97,8 +100,10 @@ class TrainerNode(Node):
         self.reload = self.create_client(Trigger, f"{controller}/reload_model", callback_group=clients)
         self.create_service(Trigger, "~/finetune_now", self.on_finetune_now)
         self.create_timer(p["watch_period_s"], self.on_watch)
-        self._report("idle", message=f"watching {self.given or self.bag_dir} for bags; running model "
-                                     f"{self.checkpoint}")
+        if self.used.problem:
+            self._report("error", message=self.used.problem)
+        self._report("idle", message=f"watching {self.given or self.bag_dir} for bags ({len(self.used)} used "
+                                     f"before); running model {self.checkpoint}")
 
     # -- progress ---------------------------------------------------------------------
     def _report(self, state: str, log: bool = True, **fields) -> None:
@@ -141,13 +146,13 @@ class TrainerNode(Node):
             sessions = read_sessions(bags, spec, self.settings.window)
             for reason in sessions.skipped:
                 self._report("skipped_bag", message=reason)
-            self.used.update(set(bags) - set(sessions.bags_read))  # unreadable: reported once
+            self.used.add(set(bags) - set(sessions.bags_read))  # unreadable: reported once
             windows = len(sessions.obs)
             if windows < self.params["min_windows"] and not forced:
                 self._report("waiting", message=f"{windows} usable windows in {len(bags)} new bag(s); "
                                                 f"fine-tuning from {self.params['min_windows']}", log=False)
                 return
-            self.used.update(bags)
+            self.used.add(bags)
             self.rounds += 1
             self._report("reading", message=f"round {self.rounds}: {windows} windows from "
                                             f"{len(sessions.bags_read)} bag(s)")
