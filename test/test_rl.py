@@ -259,3 +259,29 @@ def test_experiment_summary_and_table(tmp_path):
     docs.write_text("no markers")
     with pytest.raises(ValueError, match="no table markers"):
         X.update_docs_table(docs, tmp_path / "results")
+
+
+def test_reach_experiment_reports_held_out_success_beside_predictive_control(tmp_path):
+    from snn_control.rl import experiments as X
+
+    exp = X.EXPERIMENTS["reacher"]
+    success = {"td3_proxy": [0.5, 0.7], "td3_proxy_guided": [0.9, 0.95]}
+    for name, per_seed in success.items():
+        for seed, rate in enumerate(per_seed):
+            run = tmp_path / "reacher" / f"{name}_seed{seed}"
+            run.mkdir(parents=True)
+            run.joinpath("metrics.jsonl").write_text(json.dumps(
+                {"env_steps": 1000, "validation/success_rate": rate - 0.1, "time/elapsed_s": 120.0}) + "\n")
+            run.joinpath("heldout.json").write_text(json.dumps(
+                {"episodes": 256, "success_rate": rate, "final_distance_median_m": 0.03,
+                 "final_distance_p90_m": 0.1, "parameters": 1234}))
+    results = X.summarise(exp, 2, tmp_path, 60.0, "cmd")
+    assert results["variants"]["td3_proxy"]["heldout_success_mean"] == pytest.approx(0.6)
+    assert results["variants"]["td3_proxy_guided"]["heldout_success_best"] == pytest.approx(0.95)
+    assert results["reference"]["model"] == "models/reacher_snn" and results["reference"]["env_steps"] > 0
+    X.write_results(exp, results, tmp_path / "results", None)
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert summary["reacher_best_rl_snn_success_rate"] == pytest.approx(0.95)  # the best variant's best run
+    table = X.rl_table(tmp_path / "results")
+    assert "| reacher | SNN TD3, proxy + guide + slope 2->100 | 92.5% ± 2.5%; 95.0% |" in table
+    assert "| reacher | predictive control, `models/reacher_snn` (shipped) | 95.3% |" in table

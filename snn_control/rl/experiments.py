@@ -41,7 +41,10 @@ class Experiment:
     variants: tuple[Variant, ...]
     score: str  # the metrics.jsonl key whose best value is the run's headline figure
     score_label: str
-    summary_keys: dict  # summary.json key -> (variant, statistic)
+    summary_keys: dict  # summary.json key -> (variant or "*" for the best variant, statistic)
+    held_out: bool = False  # reach task: each finished run (a model directory) is evaluated on
+    # the full held-out goal set, as `snn-control eval` does, and shown beside `reference`
+    reference: str | None = None  # a shipped predictive-control model directory
 
 
 EXPERIMENTS = {
@@ -56,6 +59,16 @@ EXPERIMENTS = {
                       "idp_polyak_lif_return_std": ("polyak_lif", "std"),
                       "idp_proxy_lif_return_mean": ("proxy_lif", "mean"),
                       "idp_proxy_lif_return_std": ("proxy_lif", "std")}),
+    "reacher": Experiment(
+        "reacher", "planar reacher, 1e5 transitions: spiking TD3 against the shipped predictive-control SNN",
+        (Variant("td3_proxy", "SNN TD3, proxy target, fixed k=10", "config/reacher_td3.yaml",
+                 ("rl.guide_share=0.0", "rl.slope_schedule=fixed", "rl.slope=10.0")),
+         Variant("td3_proxy_guided", "SNN TD3, proxy + guide + slope 2->100", "config/reacher_td3.yaml")),
+        score="validation/success_rate", score_label="best validation success",
+        summary_keys={"reacher_best_rl_snn_success_rate": ("*", "heldout_success_best"),
+                      "reacher_td3_proxy_success_rate_mean": ("td3_proxy", "heldout_success_mean"),
+                      "reacher_td3_guided_success_rate_mean": ("td3_proxy_guided", "heldout_success_mean")},
+        held_out=True, reference="models/reacher_snn"),
 }
 
 
@@ -112,9 +125,24 @@ def run_experiment(name: str, seeds: int = 3, workers: int = 2, runs_root: Path 
             seconds = future.result()
             print(f"  [{done}/{len(jobs)}] {futures[future].name}: {seconds / 60:.1f} min", flush=True)
     command = " ".join([f"snn-control rl-experiment {name} --seeds {seeds}", *(f"--set {o}" for o in extra)])
+    if exp.held_out:
+        for seed in range(seeds):
+            for v in exp.variants:
+                evaluate_held_out(Path(runs_root) / name / f"{v.name}_seed{seed}")
     results = summarise(exp, seeds, Path(runs_root), time.perf_counter() - start, command)
     write_results(exp, results, Path(results_root), docs)
     return results
+
+
+def evaluate_held_out(run_dir: Path) -> dict:
+    """``snn-control eval`` of a finished run on the full held-out set, cached as
+    ``run_dir/heldout.json``."""
+    from ..training.evaluate import evaluate, write_eval
+
+    path = run_dir / "heldout.json"
+    if not path.exists():
+        write_eval(evaluate(run_dir), path)
+    return json.loads(path.read_text())
 
 
 def summarise(exp: Experiment, seeds: int, runs_root: Path, wall_s: float, command: str) -> dict:
@@ -127,15 +155,38 @@ def summarise(exp: Experiment, seeds: int, runs_root: Path, wall_s: float, comma
             if not rows:
                 continue
             scores = [r[exp.score] for r in rows]
-            runs.append({"seed": seed, "best": float(max(scores)), "final": float(scores[-1]),
-                         "env_steps": int(rows[-1]["env_steps"]),
-                         "train_wall_s": float(rows[-1].get("time/elapsed_s", float("nan"))),
-                         "curve": [[int(r["env_steps"]), float(r[exp.score])] for r in rows]})
+            run = {"seed": seed, "best": float(max(scores)), "final": float(scores[-1]),
+                   "env_steps": int(rows[-1]["env_steps"]),
+                   "train_wall_s": float(rows[-1].get("time/elapsed_s", float("nan"))),
+                   "curve": [[int(r["env_steps"]), float(r[exp.score])] for r in rows]}
+            heldout = runs_root / exp.name / f"{v.name}_seed{seed}" / "heldout.json"
+            if exp.held_out and heldout.exists():
+                e = json.loads(heldout.read_text())
+                run["heldout"] = {k: e[k] for k in ("episodes", "success_rate", "final_distance_median_m",
+                                                    "final_distance_p90_m", "parameters")}
+            runs.append(run)
         best = np.array([r["best"] for r in runs])
-        variants[v.name] = {"label": v.label, "config": v.config, "overrides": list(v.overrides), "runs": runs,
-                            "seeds": len(runs), "mean": float(best.mean()) if len(best) else None,
-                            "std": float(best.std()) if len(best) else None}
-    return {"experiment": exp.name, "description": exp.description, "score": exp.score,
+        entry = {"label": v.label, "config": v.config, "overrides": list(v.overrides), "runs": runs,
+                 "seeds": len(runs), "mean": float(best.mean()) if len(best) else None,
+                 "std": float(best.std()) if len(best) else None}
+        success = np.array([r["heldout"]["success_rate"] for r in runs if "heldout" in r])
+        if len(success):
+            median = np.array([r["heldout"]["final_distance_median_m"] for r in runs if "heldout" in r])
+            entry.update(heldout_success_mean=float(success.mean()), heldout_success_std=float(success.std()),
+                         heldout_success_best=float(success.max()),
+                         heldout_final_distance_median_mean=float(median.mean()))
+        variants[v.name] = entry
+    reference = None
+    if exp.reference and (REPO_ROOT / exp.reference / "eval.json").exists():
+        from ..config import load
+
+        e = json.loads((REPO_ROOT / exp.reference / "eval.json").read_text())
+        cfg = load(REPO_ROOT / exp.reference / "config.yaml")
+        reference = {"env_steps": cfg.train.iterations * cfg.train.envs * cfg.env.episode_steps,
+                     "model": exp.reference, "success_rate": e["success_rate"],
+                     "final_distance_median_m": e["final_distance_median_m"], "parameters": e["parameters"],
+                     "train_wall_s": e.get("training", {}).get("wall_time_s")}
+    return {"reference": reference, "experiment": exp.name, "description": exp.description, "score": exp.score,
             "score_label": exp.score_label, "command": command,
             "command_wall_s": wall_s, "variants": variants}
 
@@ -147,7 +198,9 @@ def write_results(exp: Experiment, results: dict, results_root: Path, docs: Path
     summary_path = results_root / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for key, (variant, stat) in exp.summary_keys.items():
-        summary[key] = results["variants"][variant][stat]
+        values = [v.get(stat) for name, v in results["variants"].items() if variant in ("*", name)]
+        values = [x for x in values if x is not None]
+        summary[key] = max(values) if values else None
     summary[f"{exp.name}_seeds"] = min(v["seeds"] for v in results["variants"].values())
     summary_path.write_text(json.dumps(dict(sorted(summary.items())), indent=2) + "\n")
     if docs is not None:
@@ -180,22 +233,40 @@ def plot_curves(results: dict, path: Path) -> None:
 
 
 def rl_table(results_root: Path = REPO_ROOT / "results" / "rl") -> str:
-    """Markdown table of every experiment's results JSON under ``results_root``."""
+    """Markdown tables of every experiment's results JSON under ``results_root``: the
+    headline per variant, and for reach tasks the held-out evaluation beside the
+    predictive-control reference."""
     lines = ["| experiment | variant | seeds | headline (best per run, mean ± std) | per seed | "
              "train wall time per run | command wall time |", "|---|---|---|---|---|---|---|"]
+    reach = ["", "| experiment | controller | held-out success (mean ± std over seeds; best) | median final "
+             "distance | parameters | environment transitions | train wall time |", "|---|---|---|---|---|---|---|"]
     for path in sorted(results_root.glob("*.json")):
         if path.name == "summary.json":
             continue
         res = json.loads(path.read_text())
+        reach_rows = []
         for v in res["variants"].values():
             if not v["runs"]:
                 continue
-            per_seed = ", ".join(f"{r['best']:.0f}" for r in v["runs"])
+            per_seed = ", ".join(f"{r['best']:.4g}" for r in v["runs"])
             wall = np.mean([r["train_wall_s"] for r in v["runs"]]) / 60
             lines.append(f"| {res['experiment']} | {v['label']} | {v['seeds']} | "
-                         f"{res['score_label']} {v['mean']:.1f} ± {v['std']:.1f} | {per_seed} | {wall:.1f} min | "
+                         f"{res['score_label']} {v['mean']:.4g} ± {v['std']:.2g} | {per_seed} | {wall:.1f} min | "
                          f"{res['command_wall_s'] / 60:.0f} min (`{res['command']}`) |")
-    return "\n".join(lines)
+            if "heldout_success_mean" in v:
+                reach_rows.append(
+                    f"| {res['experiment']} | {v['label']} | {v['heldout_success_mean']:.1%} ± "
+                    f"{v['heldout_success_std']:.1%}; {v['heldout_success_best']:.1%} | "
+                    f"{v['heldout_final_distance_median_mean']:.4f} | {v['runs'][0]['heldout']['parameters']:,} | "
+                    f"{v['runs'][0]['env_steps']:,} | {wall:.1f} min |")
+        ref = res.get("reference")
+        if ref and reach_rows:
+            wall = f"{ref['train_wall_s'] / 60:.1f} min" if ref["train_wall_s"] else "n/a"
+            reach_rows.append(f"| {res['experiment']} | predictive control, `{ref['model']}` (shipped) | "
+                              f"{ref['success_rate']:.1%} | {ref['final_distance_median_m']:.4f} | "
+                              f"{ref['parameters']:,} | {ref['env_steps']:,} | {wall} |")
+        reach += reach_rows
+    return "\n".join(lines + (reach if len(reach) > 3 else []))
 
 
 def update_docs_table(docs: Path, results_root: Path) -> None:
