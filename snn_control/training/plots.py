@@ -45,59 +45,41 @@ def plot_reach(result: dict[str, Any], effector: tuple[int, int], control_period
 
 
 def plot_training(metrics_path: Path, path: Path) -> bool:
-    """Losses and success over training iterations from ``metrics.jsonl``; False if absent."""
+    """Losses and success over training from ``metrics.jsonl`` (predictive control by
+    iteration, TD3 by environment transitions); False if absent."""
     if not metrics_path.exists():
         return False
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     if not rows:
         return False
-    if "iteration" not in rows[0]:
-        return _plot_td3_training(rows, path)
-    it = [r["iteration"] for r in rows]
+    x_key = "iteration" if "iteration" in rows[0] else "env_steps"
+    x = [r[x_key] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    axes[0].plot(it, [r["losses/predictor"] for r in rows])
-    axes[0].set_title("predictor loss (normalised MSE)")
+    if x_key == "iteration":
+        axes[0].plot(x, [r["losses/predictor"] for r in rows])
+        axes[0].set_title("predictor loss (normalised MSE)")
+        axes[1].plot(x, [r["charts/imagined_distance"] for r in rows], label="imagined (policy loss)")
+        axes[1].plot(x, [r["collect/final_distance_median"] for r in rows], label="collected, final median")
+        axes[1].set_title("distance to goal")
+        axes[1].set_yscale("log")
+        axes[1].legend()
+    else:
+        critic = [(r[x_key], r["losses/critic_loss"]) for r in rows if "losses/critic_loss" in r]
+        if critic:
+            axes[0].plot(*zip(*critic))
+        axes[0].set_title("critic loss")
+        axes[1].plot(x, [r["charts/episode_return"] for r in rows])
+        axes[1].set_title("episode return (with exploration)")
     axes[0].set_yscale("log")
-    axes[1].plot(it, [r["charts/imagined_distance"] for r in rows], label="imagined (policy loss)")
-    axes[1].plot(it, [r["collect/final_distance_median"] for r in rows], label="collected, final median")
-    axes[1].set_title("distance to goal")
-    axes[1].set_yscale("log")
-    axes[1].legend()
-    axes[2].plot(it, [r["collect/success_rate"] for r in rows], label="collection (with noise)")
-    val = [(r["iteration"], r["validation/success_rate"]) for r in rows if "validation/success_rate" in r]
+    axes[2].plot(x, [r["collect/success_rate"] for r in rows], label="collection (with noise)")
+    val = [(r[x_key], r["validation/success_rate"]) for r in rows if "validation/success_rate" in r]
     if val:
         axes[2].plot(*zip(*val), "o-", label="validation")
     axes[2].set_title("success rate")
     axes[2].set_ylim(0, 1)
     axes[2].legend()
     for ax in axes:
-        ax.set_xlabel("iteration")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def _plot_td3_training(rows: list[dict], path: Path) -> bool:
-    """A TD3 run (``metrics.jsonl`` by environment transitions): critic loss, return, success."""
-    steps = [r["env_steps"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    critic = [(r["env_steps"], r["losses/critic_loss"]) for r in rows if "losses/critic_loss" in r]
-    if critic:
-        axes[0].plot(*zip(*critic))
-    axes[0].set_title("critic loss")
-    axes[0].set_yscale("log")
-    axes[1].plot(steps, [r["charts/episode_return"] for r in rows])
-    axes[1].set_title("episode return (with exploration)")
-    axes[2].plot(steps, [r["collect/success_rate"] for r in rows], label="collection (with noise)")
-    val = [(r["env_steps"], r["validation/success_rate"]) for r in rows if "validation/success_rate" in r]
-    if val:
-        axes[2].plot(*zip(*val), "o-", label="validation")
-    axes[2].set_title("success rate")
-    axes[2].set_ylim(0, 1)
-    axes[2].legend()
-    for ax in axes:
-        ax.set_xlabel("environment transitions")
+        ax.set_xlabel("iteration" if x_key == "iteration" else "environment transitions")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
