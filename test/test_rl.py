@@ -283,5 +283,5 @@ def test_reach_experiment_reports_held_out_success_beside_predictive_control(tmp
     summary = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert summary["reacher_best_rl_snn_success_rate"] == pytest.approx(0.95)  # the best variant's best run
     table = X.rl_table(tmp_path / "results")
-    assert "| reacher | SNN TD3, proxy + guide + slope 2->100 | 92.5% ± 2.5%; 95.0% |" in table
+    assert "| reacher | SNN TD3, proxy + guide (jump-start, BC) + slope 2->100 | 92.5% ± 2.5%; 95.0% |" in table
     assert "| reacher | predictive control, `models/reacher_snn` (shipped) | 95.3% |" in table

@@ -62,8 +62,8 @@ EXPERIMENTS = {
     "reacher": Experiment(
         "reacher", "planar reacher, 1e5 transitions: spiking TD3 against the shipped predictive-control SNN",
         (Variant("td3_proxy", "SNN TD3, proxy target, fixed k=10", "config/reacher_td3.yaml",
-                 ("rl.guide_share=0.0", "rl.slope_schedule=fixed", "rl.slope=10.0")),
-         Variant("td3_proxy_guided", "SNN TD3, proxy + guide + slope 2->100", "config/reacher_td3.yaml")),
+                 ("rl.guide_share=0.0", "rl.bc_weight=0.0", "rl.slope_schedule=fixed", "rl.slope=10.0")),
+         Variant("td3_proxy_guided", "SNN TD3, proxy + guide (jump-start, BC) + slope 2->100", "config/reacher_td3.yaml")),
         score="validation/success_rate", score_label="best validation success",
         summary_keys={"reacher_best_rl_snn_success_rate": ("*", "heldout_success_best"),
                       "reacher_td3_proxy_success_rate_mean": ("td3_proxy", "heldout_success_mean"),
