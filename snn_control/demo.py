@@ -29,7 +29,8 @@ def run_demo(model_dir: Path, goals: int = 8, seed: int = 0) -> int:
         state = policy.initial_state(1, torch.zeros(1))
         unit = spec.distance_unit
         criterion = "|dx|, |dy| <=" if spec.task == "reacher" else "within"
-        print(f"{spec.task} demo: {model_dir} ({config.model.kind}), {goals} goals, "
+        kind = f"td3 {config.rl.actor} actor" if config.algorithm == "td3" else config.model.kind
+        print(f"{spec.task} demo: {model_dir} ({kind}), {goals} goals, "
               f"success {criterion} {spec.success_radius} {unit}, {spec.episode_steps} control steps "
               f"of {spec.control_period_s * 1000:.0f} ms each")
         reached = 0
