@@ -404,3 +404,20 @@ def test_controller_refuses_a_checkpoint_for_other_joints(ros, tmp_path):
         log = stop(proc)
     assert code == 2
     assert "refusing to start" in log and "joint_names" in log and "fr3_joint1" in log
+
+
+def test_trainer_reports_rejections_and_progress_through_one_logger(ros):
+    """rclpy refuses a logging call site whose severity changes between calls; the
+    trainer's progress report logs both info and warnings (a rejected round after an
+    accepted one), so each severity needs its own call site."""
+    from types import SimpleNamespace
+
+    from snn_control.nodes.trainer import TrainerNode
+
+    published = []
+    logger = rclpy.logging.get_logger("trainer_report_test")  # one object, as a node's own logger
+    fake = SimpleNamespace(rounds=1, checkpoint=REPO / "models" / "panda_snn",
+                           progress_pub=SimpleNamespace(publish=published.append), get_logger=lambda: logger)
+    for state in ("reading", "rejected", "accepted", "error", "idle"):
+        TrainerNode._report(fake, state, message=f"{state} round")
+    assert [json.loads(m.data)["state"] for m in published] == ["reading", "rejected", "accepted", "error", "idle"]

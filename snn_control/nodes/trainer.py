@@ -111,8 +111,12 @@ class TrainerNode(Node):
         self.progress_pub.publish(String(data=json.dumps(msg)))
         if log:
             text = fields.get("message", "")
-            (self.get_logger().warning if state in ("rejected", "error") else self.get_logger().info)(
-                f"{state}" + (f": {text}" if text else ""))
+            line = f"{state}" + (f": {text}" if text else "")
+            # One call site per severity: rclpy refuses a call site whose severity changes.
+            if state in ("rejected", "error"):
+                self.get_logger().warning(line)
+            else:
+                self.get_logger().info(line)
 
     # -- triggers ---------------------------------------------------------------------
     def new_bags(self) -> list[Path]:
