@@ -421,3 +421,22 @@ def test_trainer_reports_rejections_and_progress_through_one_logger(ros):
     for state in ("reading", "rejected", "accepted", "error", "idle"):
         TrainerNode._report(fake, state, message=f"{state} round")
     assert [json.loads(m.data)["state"] for m in published] == ["reading", "rejected", "accepted", "error", "idle"]
+
+
+def test_ctrl_c_stops_the_running_nodes_cleanly(ros, tmp_path):
+    """SIGINT while the simulator steps, the controller ticks towards a goal and the
+    recorder writes: each node exits 0 without a traceback (rclpy shuts the context down
+    under their threads)."""
+    procs = {"sim": start("panda_sim"), "controller": start("snn_controller"),
+             "recorder": start("recorder", f"directory:={tmp_path / 'bags'}")}
+    try:
+        ros.commands.clear()
+        assert ros.spin(60, until=lambda: len(ros.commands) > 5), "the controller never commanded"
+        for _ in range(3):
+            ros.send_pose(GOALS[0])
+            ros.spin(1.0)
+    finally:
+        logs = {name: stop(proc) for name, proc in procs.items()}
+    for name, proc in procs.items():
+        assert proc.returncode == 0, f"{name} exited {proc.returncode}: {logs[name][-2000:]}"
+        assert "Traceback" not in logs[name] and "RCLError" not in logs[name], f"{name}: {logs[name][-3000:]}"

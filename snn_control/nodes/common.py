@@ -40,6 +40,10 @@ def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: i
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except Exception:  # noqa: BLE001
+            if rclpy.ok():
+                raise
+            # Ctrl-C shut the context down while the executor was building its wait set
         return 0
     finally:
         if node is not None:

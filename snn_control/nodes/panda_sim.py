@@ -96,7 +96,12 @@ class PandaSimNode(Node):
                 command = self.command if fresh else np.zeros(ACTUATED)
             self.env.advance(command[None], self.steps_per_publish)
             self.sim_time += period
-            self._publish()
+            try:
+                self._publish()
+            except Exception:  # noqa: BLE001
+                if not self.context.ok():  # Ctrl-C shut the context down under us: stop quietly
+                    return
+                raise
             if factor > 0:
                 next_wake += period / factor
                 delay = next_wake - time.monotonic()

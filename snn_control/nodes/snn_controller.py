@@ -134,6 +134,8 @@ class SnnControllerNode(Node):
             try:
                 self.on_tick()
             except Exception as exc:  # noqa: BLE001 - never leave the last torque applied
+                if not self.context.ok():  # Ctrl-C shut the context down: nothing can be sent any more
+                    return
                 self.get_logger().error(f"control tick failed ({type(exc).__name__}: {exc}); stopping the arm",
                                         throttle_duration_sec=1.0)
                 self.torque_pub.publish(Float64MultiArray(data=[float(x) for x in self.core.safety.stop()]))
