@@ -95,7 +95,7 @@ def cmd_rl_experiment(args: argparse.Namespace) -> int:
                              extra=tuple(args.set))
     for v in results["variants"].values():
         print(f"{v['label']}: {results['score_label']} {v['mean']:.1f} +- {v['std']:.1f} over {v['seeds']} seeds")
-    print(f"wall time {results['command_wall_s'] / 60:.1f} min; wrote results/rl/{args.name}.json, "
+    print(f"wall time {results['wall_s'] / 60:.1f} min (runs' training time / {results['workers']} workers); wrote results/rl/{args.name}.json, "
           f"results/rl/{args.name}_curves.png, results/rl/summary.json and the table in docs/rl.md")
     return 0
 

@@ -247,6 +247,7 @@ def test_experiment_summary_and_table(tmp_path):
     assert results["variants"]["ann"]["mean"] == pytest.approx(25.0)  # best per seed: 20, 30
     assert results["variants"]["ann"]["std"] == pytest.approx(5.0)
     assert results["variants"]["proxy_lif"]["mean"] == pytest.approx(92.5)
+    assert results["wall_s"] == pytest.approx(6 * 120.0 / 2)  # six runs of 2 min, two at a time
     docs = tmp_path / "rl.md"
     docs.write_text(f"intro\n{X.TABLE_BEGIN}\nold\n{X.TABLE_END}\noutro\n")
     X.write_results(exp, results, tmp_path / "results", docs)

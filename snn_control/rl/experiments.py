@@ -129,7 +129,7 @@ def run_experiment(name: str, seeds: int = 3, workers: int = 2, runs_root: Path 
         for seed in range(seeds):
             for v in exp.variants:
                 evaluate_held_out(Path(runs_root) / name / f"{v.name}_seed{seed}")
-    results = summarise(exp, seeds, Path(runs_root), time.perf_counter() - start, command)
+    results = summarise(exp, seeds, Path(runs_root), time.perf_counter() - start, command, workers)
     write_results(exp, results, Path(results_root), docs)
     return results
 
@@ -145,7 +145,11 @@ def evaluate_held_out(run_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def summarise(exp: Experiment, seeds: int, runs_root: Path, wall_s: float, command: str) -> dict:
+def summarise(exp: Experiment, seeds: int, runs_root: Path, wall_s: float, command: str, workers: int = 2) -> dict:
+    """Per variant: every run's curve and best score, mean and std over seeds (and the
+    held-out evaluation for reach tasks). The experiment's wall time is reported as the sum
+    of its runs' training times over ``workers``: an interrupted experiment resumes, so
+    one invocation's own wall time (``invocation_wall_s``) can cover only part of it."""
     variants = {}
     for v in exp.variants:
         runs = []
@@ -188,7 +192,9 @@ def summarise(exp: Experiment, seeds: int, runs_root: Path, wall_s: float, comma
                      "train_wall_s": e.get("training", {}).get("wall_time_s")}
     return {"reference": reference, "experiment": exp.name, "description": exp.description, "score": exp.score,
             "score_label": exp.score_label, "command": command,
-            "command_wall_s": wall_s, "variants": variants}
+            "invocation_wall_s": wall_s, "workers": workers,
+            "wall_s": sum(r["train_wall_s"] for v in variants.values() for r in v["runs"]) / workers,
+            "variants": variants}
 
 
 def write_results(exp: Experiment, results: dict, results_root: Path, docs: Path | None) -> None:
@@ -237,7 +243,7 @@ def rl_table(results_root: Path = REPO_ROOT / "results" / "rl") -> str:
     headline per variant, and for reach tasks the held-out evaluation beside the
     predictive-control reference."""
     lines = ["| experiment | variant | seeds | headline (best per run, mean ± std) | per seed | "
-             "train wall time per run | command wall time |", "|---|---|---|---|---|---|---|"]
+             "train wall time per run | experiment wall time (runs / workers) |", "|---|---|---|---|---|---|---|"]
     reach = ["", "| experiment | controller | held-out success (mean ± std over seeds; best) | median final "
              "distance | parameters | environment transitions | train wall time |", "|---|---|---|---|---|---|---|"]
     for path in sorted(results_root.glob("*.json")):
@@ -252,7 +258,7 @@ def rl_table(results_root: Path = REPO_ROOT / "results" / "rl") -> str:
             wall = np.mean([r["train_wall_s"] for r in v["runs"]]) / 60
             lines.append(f"| {res['experiment']} | {v['label']} | {v['seeds']} | "
                          f"{res['score_label']} {v['mean']:.4g} ± {v['std']:.2g} | {per_seed} | {wall:.1f} min | "
-                         f"{res['command_wall_s'] / 60:.0f} min (`{res['command']}`) |")
+                         f"{res['wall_s'] / 60:.0f} min, {res['workers']} runs at a time (`{res['command']}`) |")
             if "heldout_success_mean" in v:
                 reach_rows.append(
                     f"| {res['experiment']} | {v['label']} | {v['heldout_success_mean']:.1%} ± "
