@@ -89,10 +89,10 @@ def cmd_results_table(args: argparse.Namespace) -> int:
 
 
 def cmd_rl_experiment(args: argparse.Namespace) -> int:
-    from .rl.experiments import run_experiment
+    from .rl.experiments import RUNS_ROOT, run_experiment
 
-    results = run_experiment(args.name, seeds=args.seeds, workers=args.workers, runs_root=Path(args.runs),
-                             extra=tuple(args.set))
+    results = run_experiment(args.name, seeds=args.seeds, workers=args.workers,
+                             runs_root=Path(args.runs) if args.runs else RUNS_ROOT, extra=tuple(args.set))
     for v in results["variants"].values():
         print(f"{v['label']}: {results['score_label']} {v['mean']:.1f} +- {v['std']:.1f} over {v['seeds']} seeds")
     print(f"wall time {results['wall_s'] / 60:.1f} min (runs' training time / {results['workers']} workers); wrote results/rl/{args.name}.json, "
@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="experiment: idp")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="training processes at a time")
-    p.add_argument("--runs", default="runs/rl", help="run directories go to RUNS/NAME/VARIANT_seedS/")
+    p.add_argument("--runs", default=None,
+                   help="run directories go to RUNS/NAME/VARIANT_seedS/ (default results/rl/runs)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run (e.g. rl.total_steps=2000 for a smoke test)")
     p.set_defaults(func=cmd_rl_experiment)

@@ -3,8 +3,9 @@
     snn-control rl-experiment idp [--seeds 3] [--workers 2]
 
 runs every variant of the experiment for each seed (one ``snn-control train`` process
-per run, ``workers`` at a time; a run whose ``metrics.jsonl`` is complete is kept, so an
-interrupted experiment resumes run by run), then writes ``results/rl/NAME.json`` (per
+per run, ``workers`` at a time, in ``results/rl/runs/NAME/VARIANT_seedS/``; a run whose
+``metrics.jsonl`` is complete is kept, and the repository keeps those records, so an
+interrupted experiment resumes run by run, across sessions too), then writes ``results/rl/NAME.json`` (per
 run and mean +- std per variant), ``results/rl/NAME_curves.png``, merges its headline
 figures into ``results/rl/summary.json`` and regenerates the table in ``docs/rl.md``
 between its markers (``snn-control rl-table`` does only that last step).
@@ -102,7 +103,10 @@ def _train(run_dir: Path, config: str, overrides: tuple[str, ...]) -> float:
     return time.perf_counter() - start
 
 
-def run_experiment(name: str, seeds: int = 3, workers: int = 2, runs_root: Path = Path("runs/rl"),
+RUNS_ROOT = REPO_ROOT / "results" / "rl" / "runs"  # run records are kept (see .gitignore)
+
+
+def run_experiment(name: str, seeds: int = 3, workers: int = 2, runs_root: Path = RUNS_ROOT,
                    results_root: Path = REPO_ROOT / "results" / "rl", extra: tuple[str, ...] = (),
                    docs: Path | None = REPO_ROOT / "docs" / "rl.md") -> dict:
     """Run (or resume) experiment ``name`` and write its results; returns the results dict.
