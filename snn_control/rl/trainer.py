@@ -144,6 +144,7 @@ class RLTrainer:
         r = self.config.rl
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        (self.run_dir / "metrics.jsonl").write_text("")  # a run starts afresh (TD3 runs do not resume)
         writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         bar = tqdm(total=r.total_steps, disable=not progress, unit="step",
                    desc=f"td3 {self.config.task}/{r.actor}/{r.target}")
