@@ -255,7 +255,7 @@ def test_experiment_summary_and_table(tmp_path):
     assert summary["idp_proxy_lif_return_mean"] == pytest.approx(92.5) and summary["idp_seeds"] == 2
     text = docs.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("outro\n")
-    assert "SNN TD3, proxy target (LIF) | 2 | max average return 92.5 ± 2.5 | 90, 95 |" in text
+    assert "SNN TD3, proxy target (LIF) | 2 | max average return 92.5 ± 2.5 | 90.0, 95.0 |" in text
     assert (tmp_path / "results" / "idp_curves.png").stat().st_size > 10_000
     docs.write_text("no markers")
     with pytest.raises(ValueError, match="no table markers"):

@@ -258,10 +258,11 @@ def rl_table(results_root: Path = REPO_ROOT / "results" / "rl") -> str:
         for v in res["variants"].values():
             if not v["runs"]:
                 continue
-            per_seed = ", ".join(f"{r['best']:.4g}" for r in v["runs"])
+            f = ".1f" if abs(v["mean"]) >= 10 else ".3f"  # returns vs success rates
+            per_seed = ", ".join(f"{r['best']:{f}}" for r in v["runs"])
             wall = np.mean([r["train_wall_s"] for r in v["runs"]]) / 60
             lines.append(f"| {res['experiment']} | {v['label']} | {v['seeds']} | "
-                         f"{res['score_label']} {v['mean']:.4g} ± {v['std']:.2g} | {per_seed} | {wall:.1f} min | "
+                         f"{res['score_label']} {v['mean']:{f}} ± {v['std']:{f}} | {per_seed} | {wall:.1f} min | "
                          f"{res['wall_s'] / 60:.0f} min, {res['workers']} runs at a time (`{res['command']}`) |")
             if "heldout_success_mean" in v:
                 reach_rows.append(
