@@ -52,6 +52,9 @@ class ModelConfig:
     action_term: bool = False  # predictor adds a learned linear B action to its output (a
     # direct path for the action's effect; measured: the Panda predictors underestimated the
     # effector's response to a torque 3-5x)
+    kinematic_prior: bool = False  # predictor learns only the joint velocities' change;
+    # positions integrate them and the effector follows from the URDF's forward kinematics
+    # (models.kinematics; Panda). The kinematics of an arm are known, its dynamics are not
     gru_hidden: int = 500  # baseline sizes (seed 000)
     mlp_hidden: int = 500
 

@@ -42,9 +42,18 @@ def make_batch(task: str, num_envs: int, config: Any = None, workers: int = 1) -
     raise EnvError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
+def kinematic_layout(task: str, config: Any) -> dict:
+    """The task's known kinematics for a forward model's prior (Panda only)."""
+    if task != "panda":
+        raise EnvError(f"model.kinematic_prior: task {task!r} has no kinematic layout (only 'panda')")
+    from .panda import kinematic_layout as panda_layout
+
+    return panda_layout(config)
+
+
 def make_gym_env(task: str, config: Any = None) -> ReachEnv:
     return ReachEnv(lambda n: make_batch(task, n, config))
 
 
-__all__ = ["BatchedReachEnv", "EnvError", "ReachEnv", "ReachSpec", "TASKS", "make_batch",
+__all__ = ["BatchedReachEnv", "EnvError", "ReachEnv", "ReachSpec", "TASKS", "kinematic_layout", "make_batch",
            "make_gym_env", "env_config_class"]

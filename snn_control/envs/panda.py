@@ -79,6 +79,24 @@ def observation(q: np.ndarray, dq: np.ndarray, ee: np.ndarray, observe_velocity:
     return np.concatenate(parts, axis=-1).astype(np.float32)
 
 
+def kinematic_layout(config: PandaConfig) -> dict:
+    """What a forward model may know of the arm's kinematics (models.kinematics): the URDF,
+    the observed joints, the values of the held ones, the effector links and where each
+    part sits in the observation. Needs observed velocities."""
+    if not config.observe_velocity:
+        raise EnvError("panda: the kinematic prior needs observe_velocity: true")
+    n = ACTUATED
+    return {
+        "urdf": str(pybullet_data.getDataPath() + "/" + URDF), "base_link": "panda_link0",
+        "joints": list(JOINT_NAMES[:n]),
+        "fixed": {JOINT_NAMES[6]: float(NEUTRAL[6]), "panda_finger_joint1": FINGER_OPENING,
+                  "panda_finger_joint2": FINGER_OPENING},
+        "effector_links": ["panda_leftfinger", "panda_rightfinger"],
+        "position": [0, n], "velocity": [n, 2 * n], "effector": [2 * n, 2 * n + 3],
+        "position_lower": LOWER[:n].tolist(), "position_upper": UPPER[:n].tolist(),
+    }
+
+
 def urdf_for_rviz() -> str:
     """The simulated Panda's URDF with mesh paths RViz resolves (absolute ``file://``; the
     pybullet_data copy says ``package://meshes/...``, a package that does not exist)."""

@@ -4,7 +4,8 @@ All share one interface, one control step per call, batch first:
 
 - ``Predictor.step(obs (B, O), action (B, A), state) -> (next_obs (B, O), state)``;
   the network outputs the state change beyond an optional momentum prior, scaled per
-  entry by ``delta_scale`` (see :class:`ForwardModel`).
+  entry by ``delta_scale`` (see :class:`ForwardModel`), or with the kinematic prior
+  (:mod:`.kinematics`) only the velocities' change and a position residual.
 - ``Policy.step(obs (B, O), goal (B, G), state) -> (action (B, A), potential (B, A), state)``;
   ``action = tanh(potential)`` lies in [-1, 1].
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from ..spiking import SpikingNet, Surrogate
+from .kinematics import KinematicPrior
 
 
 def detach_state(state: Any) -> Any:
@@ -46,20 +48,33 @@ class ForwardModel(nn.Module):
 
         next = obs + alpha * (obs - previous) + delta_scale * (network_output + B action)
 
-    ``alpha = sigmoid(momentum_logit)`` per entry is the momentum prior (off: 0): a
+    With a kinematic prior (:mod:`.kinematics`) the network's scaled output feeds
+    :meth:`KinematicPrior.next_obs` instead, and its errors are measured in
+    ``typical_change`` units. ``alpha = sigmoid(momentum_logit)`` per entry is the momentum prior (off: 0): a
     position moves on by its last change, a velocity mostly does not. ``B`` (off: 0) is
     an optional learned linear action term, a direct path for the action's effect. The
     network only learns what these miss. ``calibrate`` fits alpha and ``delta_scale`` (the
     typical size of what is left) to data; both are saved with the weights.
     """
 
-    def __init__(self, obs_dim: int, momentum_prior: bool, act_dim: int = 0, action_term: bool = False) -> None:
+    def __init__(self, obs_dim: int, momentum_prior: bool, act_dim: int = 0, action_term: bool = False,
+                 kinematics: dict[str, Any] | None = None) -> None:
         super().__init__()
+        if kinematics is not None and momentum_prior:
+            raise ValueError("model.kinematic_prior and model.momentum_prior exclude each other")
         self.register_buffer("delta_scale", torch.ones(obs_dim))
+        self.kinematics = KinematicPrior(kinematics, obs_dim) if kinematics is not None else None
+        if self.kinematics is not None:  # the loss's units, apart from the output's (kinematics)
+            self.register_buffer("typical_change", torch.ones(obs_dim))
         self.momentum_logit = nn.Parameter(torch.zeros(obs_dim)) if momentum_prior else None
         self.action_term = nn.Linear(act_dim, obs_dim, bias=False) if action_term else None
         if self.action_term is not None:
             nn.init.zeros_(self.action_term.weight)
+
+    @property
+    def loss_scale(self) -> torch.Tensor:
+        """Per entry, the typical size of a one-step change: the units of prediction errors."""
+        return self.typical_change if self.kinematics is not None else self.delta_scale
 
     def core_initial_state(self, batch: int, like: torch.Tensor) -> Any:
         raise NotImplementedError
@@ -77,6 +92,8 @@ class ForwardModel(nn.Module):
         y, core = self.core_step(torch.cat([obs, action], dim=-1), state.core)
         if self.action_term is not None:
             y = y + self.action_term(action)
+        if self.kinematics is not None:
+            return self.kinematics.next_obs(obs, y * self.delta_scale), PredictorState(core, obs)
         nxt = obs + y * self.delta_scale
         if self.momentum_logit is not None and state.previous is not None:
             nxt = nxt + torch.sigmoid(self.momentum_logit) * (obs - state.previous)
@@ -88,6 +105,11 @@ class ForwardModel(nn.Module):
         ``actions (N, T, A)``; with ``inputs``, also the spiking input gains."""
         if inputs:
             self.calibrate_inputs(np.concatenate([episodes_obs[:, :-1], episodes_actions], axis=-1))
+        if self.kinematics is not None:
+            scale, typical = self.kinematics.calibrate(episodes_obs)
+            self.delta_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+            self.typical_change.copy_(torch.as_tensor(typical, dtype=torch.float32))
+            return
         delta = np.diff(episodes_obs.astype(np.float64), axis=1)
         now, before = delta[:, 1:].reshape(-1, delta.shape[-1]), delta[:, :-1].reshape(-1, delta.shape[-1])
         residual = now
@@ -103,8 +125,9 @@ class SpikingPredictor(ForwardModel):
     """(obs, action) -> spiking layers (first recurrent) -> readout of the state change."""
 
     def __init__(self, obs_dim: int, act_dim: int, net_kwargs: dict[str, Any], layers: int,
-                 momentum_prior: bool = False, action_term: bool = False) -> None:
-        super().__init__(obs_dim, momentum_prior, act_dim, action_term)
+                 momentum_prior: bool = False, action_term: bool = False,
+                 kinematics: dict[str, Any] | None = None) -> None:
+        super().__init__(obs_dim, momentum_prior, act_dim, action_term, kinematics)
         self.net = SpikingNet(
             obs_dim + act_dim, obs_dim, recurrent=[True] + [False] * (layers - 1), **net_kwargs
         )
@@ -143,8 +166,8 @@ class GRUPredictor(ForwardModel):
     """Baseline: GRU whose hidden state ``(B, H)`` is carried across control steps."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int, momentum_prior: bool = False,
-                 action_term: bool = False) -> None:
-        super().__init__(obs_dim, momentum_prior, act_dim, action_term)
+                 action_term: bool = False, kinematics: dict[str, Any] | None = None) -> None:
+        super().__init__(obs_dim, momentum_prior, act_dim, action_term, kinematics)
         self.cell = nn.GRUCell(obs_dim + act_dim, hidden)
         self.out = nn.Linear(hidden, obs_dim)
         self.hidden = hidden
@@ -188,12 +211,17 @@ def spiking_nets(module: nn.Module) -> list[SpikingNet]:
     return [m for m in module.modules() if isinstance(m, SpikingNet)]
 
 
-def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int) -> tuple[nn.Module, nn.Module]:
-    """Predictor and policy from one :class:`~snn_control.config.ModelConfig`."""
+def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
+                   kinematics: dict[str, Any] | None = None) -> tuple[nn.Module, nn.Module]:
+    """Predictor and policy from one :class:`~snn_control.config.ModelConfig`; ``kinematics``
+    (the task's layout, :mod:`.kinematics`) when ``model_cfg.kinematic_prior``."""
+    if model_cfg.kinematic_prior and kinematics is None:
+        raise ValueError("model.kinematic_prior needs the task's kinematic layout")
+    kinematics = kinematics if model_cfg.kinematic_prior else None
     if model_cfg.kind == "gru":
         return (
             GRUPredictor(obs_dim, act_dim, model_cfg.gru_hidden, model_cfg.momentum_prior,
-                         model_cfg.action_term),
+                         model_cfg.action_term, kinematics),
             MLPPolicy(obs_dim, goal_dim, act_dim, model_cfg.mlp_hidden),
         )
 
@@ -210,6 +238,6 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int) -> tupl
 
     return (
         SpikingPredictor(obs_dim, act_dim, kwargs(), model_cfg.layers, model_cfg.momentum_prior,
-                         model_cfg.action_term),
+                         model_cfg.action_term, kinematics),
         SpikingPolicy(obs_dim, goal_dim, act_dim, kwargs(), model_cfg.layers),
     )

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from .. import config as config_mod
+from ..envs import kinematic_layout
 from ..models import IOSpec, IOSpecMismatch, build_networks
 
 
@@ -49,6 +50,13 @@ def save_model(directory: Path, predictor, policy, io_spec: IOSpec, config: conf
                        lambda p: p.write_text(json.dumps(io_spec.to_dict(), indent=2) + "\n"))
     atomic_write_bytes(directory / "config.yaml",
                        lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
+
+
+def networks_for(config, spec) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Untrained predictor and policy for ``config`` on a task of I/O ``spec``, with the
+    task's kinematic layout when the config asks for the kinematic prior."""
+    layout = kinematic_layout(config.task, config.env) if config.model.kinematic_prior else None
+    return build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim, layout)
 
 
 def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = None):
@@ -86,7 +94,7 @@ def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = Non
         policy = ActorPolicy(build_actor(config.rl, spec.obs_dim + spec.goal_dim, spec.act_dim))
     else:
         expected = {"predictor", "policy"}
-        predictor, policy = build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim)
+        predictor, policy = networks_for(config, spec)
     if not isinstance(tensors, dict) or set(tensors) != expected:
         raise CheckpointError(f"{directory / 'model.pt'}: expected {' and '.join(sorted(expected))} weights "
                               f"for algorithm {config.algorithm!r}")

@@ -67,13 +67,13 @@ def predictor_metrics(predictor, obs: np.ndarray, actions: np.ndarray, effector:
     """One-step and 50-step open-loop prediction error against two naive predictors.
 
     Errors: mean squared error over all observation entries in units of each entry's
-    typical one-step change (``delta_scale``), and the effector position error in the
+    typical one-step change (``loss_scale``), and the effector position error in the
     task's distance unit. "No change" predicts the last state; "linear" extrapolates the
     last change.
     """
     o = torch.as_tensor(obs.transpose(1, 0, 2))  # (T+1, N, O)
     a = torch.as_tensor(actions.transpose(1, 0, 2))
-    scale = predictor.delta_scale
+    scale = predictor.loss_scale
     eff = slice(*effector)
     n = o.shape[1]
 

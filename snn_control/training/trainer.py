@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..envs import make_batch
-from ..models import IOSpec, build_networks, spiking_nets
+from ..models import IOSpec, spiking_nets
 from ..spiking import fused
-from .checkpoint import atomic_write_bytes, save_model
+from .checkpoint import atomic_write_bytes, networks_for, save_model
 from .collect import rollout
 from .replay import EpisodicReplay
 from .updates import activity_penalty, make_optimizer, policy_step, predictor_step  # noqa: F401 (re-exported)
@@ -74,7 +74,7 @@ class Trainer:
         self.env = make_batch(config.task, t.envs, config.env, t.env_workers)
         spec = self.env.spec
         self.io_spec = io_spec_for(config, spec)
-        self.predictor, self.policy = build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim)
+        self.predictor, self.policy = networks_for(config, spec)
         for net in spiking_nets(self.predictor) + spiking_nets(self.policy):
             net.fused = t.fused_neurons
         fused.use_compiled_kernels(t.fused_neurons and t.compile)

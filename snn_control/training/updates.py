@@ -29,11 +29,11 @@ def make_optimizer(module: nn.Module, lr: float, tau_lr: float) -> torch.optim.O
 def predictor_loss(predictor, obs: torch.Tensor, actions: torch.Tensor, t: TrainConfig,
                    teacher_forcing: float = 1.0) -> torch.Tensor:
     """Mean squared next-state error over the last ``len(actions) - t.warmup`` steps, each
-    entry in units of its typical one-step change (``delta_scale``). The first ``t.warmup``
+    entry in units of its typical one-step change (``loss_scale``). The first ``t.warmup``
     steps only warm up the state; afterwards each step is fed the real state with
     probability ``teacher_forcing``, else the model's own prediction."""
     steps, batch = actions.shape[0], actions.shape[1]
-    scale = predictor.delta_scale
+    scale = predictor.loss_scale
     state = predictor.initial_state(batch, obs)
     loss = obs.new_zeros(())
     current = obs[0]
