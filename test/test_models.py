@@ -1,9 +1,12 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from snn_control import config as C
 from snn_control.config import ModelConfig
 from snn_control.models import GRUPredictor, MLPPolicy, build_networks, parameter_count
+from snn_control.training.checkpoint import networks_for
 
 
 def test_spiking_nets_shapes_and_first_layer_recurrent():
@@ -32,7 +35,7 @@ def test_parameter_counts():
 def test_shipped_panda_snn_is_at_most_a_fifth_of_the_gru_baseline():
     def total(name):
         cfg = C.load(f"config/{name}.yaml")
-        pred, pol = build_networks(cfg.model, 15, 6, 3)
+        pred, pol = networks_for(cfg, SimpleNamespace(obs_dim=15, act_dim=6, goal_dim=3))
         return parameter_count(pred) + parameter_count(pol)
 
     assert 5 * total("panda_snn") <= total("panda_gru")
