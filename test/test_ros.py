@@ -325,10 +325,12 @@ class TestRunningSystem:
                         "sim_tolerance:=100.0", "heldout_tolerance:=100.0")
         try:
             first = len(ros.commands)
+            ticks_before, clock_before = int(float(ros.diag["ticks"])), time.monotonic()
             swapped = ros.spin(180, until=lambda: int(ros.diag.get("swaps", "0")) == swaps + 1)
             log = "".join(trainer.lines)
             assert swapped, log
-            ros.spin(1.0)
+            ros.spin(1.5)
+            ticks_after, clock_after = int(float(ros.diag["ticks"])), time.monotonic()
         finally:
             log = stop(trainer)
         assert ros.diag["model_version"] == "1" and ros.diag["model"] == str((versions / "v0001").resolve())
@@ -339,8 +341,12 @@ class TestRunningSystem:
         torques = np.array([c for _, c in ros.commands[first:]])
         assert np.all(np.abs(np.diff(torques, axis=0)) <= 1000.0 * 0.02 + 1e-9)  # no jump beyond the rate limit
         assert np.all(np.isfinite(torques))
-        stamps = np.array([t for t, _ in ros.commands[first:]])
-        assert np.max(np.diff(stamps)) < 25 * 0.02  # the loop kept ticking while the trainer trained
+        # The loop kept its 50 Hz while the trainer trained and the model swapped, by the
+        # controller's own tick count (/diagnostics, published about once a second, so each
+        # end is up to a second old). Receive times in this process would also measure how
+        # often this test got the CPU, which on 2 cores beside a trainer is not the point.
+        elapsed = clock_after - clock_before
+        assert ticks_after - ticks_before >= 0.9 * elapsed / 0.02 - 50, (ticks_after - ticks_before, elapsed)
 
 
 def test_controller_refuses_bad_input_with_clear_messages(ros):
