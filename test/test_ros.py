@@ -81,6 +81,7 @@ class Operator(Node):
     def __init__(self) -> None:
         super().__init__("test_operator")
         self.commands: list[tuple[float, np.ndarray]] = []
+        self.diag_history: list[dict[str, str]] = []
         self.joint_states: list[tuple[float, JointState]] = []
         self.accepted_goals: list[np.ndarray] = []
         self.updates: list[InteractiveMarkerUpdate] = []
@@ -102,6 +103,7 @@ class Operator(Node):
         for status in msg.status:
             if status.name.startswith("snn_controller"):
                 self.diag = {kv.key: kv.value for kv in status.values}
+                self.diag_history.append(self.diag)
 
     def spin(self, seconds: float, until=None) -> bool:
         end = time.monotonic() + seconds
@@ -326,6 +328,7 @@ class TestRunningSystem:
         try:
             first = len(ros.commands)
             ticks_before, clock_before = int(float(ros.diag["ticks"])), time.monotonic()
+            reports_before = len(ros.diag_history)
             swapped = ros.spin(180, until=lambda: int(ros.diag.get("swaps", "0")) == swaps + 1)
             log = "".join(trainer.lines)
             assert swapped, log
@@ -347,6 +350,9 @@ class TestRunningSystem:
         # often this test got the CPU, which on 2 cores beside a trainer is not the point.
         elapsed = clock_after - clock_before
         assert ticks_after - ticks_before >= 0.9 * elapsed / 0.02 - 50, (ticks_after - ticks_before, elapsed)
+        # and no tick came more than 25 periods after the one before, by the controller's clock
+        longest = [float(d["period_max_ms"]) for d in ros.diag_history[reports_before + 1:]]
+        assert longest and max(longest) < 25 * 20.0, longest
 
 
 def test_controller_refuses_bad_input_with_clear_messages(ros):

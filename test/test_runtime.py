@@ -61,6 +61,10 @@ def test_loop_stats_counts_late_ticks():
     summary = s.summary()
     assert summary["deadline_misses"] == 1 and summary["ticks"] == 5
     assert summary["period_p50_ms"] == pytest.approx(10.0)
+    assert s.take_longest_period() == pytest.approx(0.03)  # the late tick, reported once
+    assert s.take_longest_period() == 0.0
+    s.record(0.07, 0.001)
+    assert s.take_longest_period() == pytest.approx(0.01)
 
 
 @pytest.fixture(scope="module")

@@ -211,6 +211,7 @@ class SnnControllerNode(Node):
                   "status": self.last_status, "model": str(self.core.model.path),
                   "model_version": self.core.model.version, "swaps": str(self.core.swaps),
                   "stale_events": str(self.core.stale_events),
+                  "period_max_ms": f"{1e3 * self.core.stats.take_longest_period():.6g}",  # since the last report
                   "prediction_error_m": "" if self.last_error is None else f"{self.last_error:.6g}",
                   "firing_rate_hz": str({k: [round(x, 1) for x in v] for k, v in self.core.firing_rates_hz().items()})}
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

@@ -79,9 +79,7 @@ class FastPredictor:
         if self._action_matrix is not None:
             y = y + self._action_matrix @ action
         if self._module.kinematics is not None:
-            nxt = self._module.kinematics.next_obs(obs, y * self._scale)
-            self._previous = obs
-            return nxt
+            return self._module.kinematics.next_obs(obs, y * self._scale)
         nxt = obs + y * self._scale
         if self._alpha is not None and self._previous is not None:
             nxt = nxt + self._alpha * (obs - self._previous)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 import numpy as np
@@ -18,11 +19,22 @@ class LoopStats:
         self.ticks = 0
         self.misses = 0
         self._last_start: float | None = None
+        self._longest = 0.0  # longest period since take_longest_period(), seconds
+        self._longest_lock = threading.Lock()  # record() and the diagnostics run in two threads
+
+    def take_longest_period(self) -> float:
+        """The longest tick period since the previous call (s); a stall shows in exactly one
+        report, however long the statistics window."""
+        with self._longest_lock:
+            longest, self._longest = self._longest, 0.0
+        return longest
 
     def record(self, start_s: float, compute_s: float) -> None:
         if self._last_start is not None:
             period = start_s - self._last_start
             self.periods.append(period)
+            with self._longest_lock:
+                self._longest = max(self._longest, period)
             if period > 1.5 * self.period_s:
                 self.misses += 1
         if compute_s > self.period_s:
