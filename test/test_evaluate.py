@@ -5,7 +5,7 @@ import pytest
 
 from snn_control.classical import run_classical
 from snn_control.envs import make_batch
-from snn_control.training.evaluate import evaluate, heldout_tasks, reach_metrics
+from snn_control.training.evaluate import action_response, evaluate, heldout_tasks, reach_metrics
 
 CONTRACT = {"task", "episodes", "success_rate", "final_distance_median_m", "final_distance_p90_m",
             "parameters", "firing_rate_hz"}
@@ -22,8 +22,34 @@ def test_eval_json_contract(tiny_run):
     assert result["parameters"] == result["parameters_predictor"] + result["parameters_policy"]
     pred = result["predictor"]
     assert set(pred["one_step"]) == set(pred["open_loop_50"]) == {"model", "no_change", "linear"}
+    response = pred["action_response"]
+    assert response["pairs"] == 4 and len(response["ratio_median"]) == 2  # the reacher's 2 joints
+    assert all(np.isfinite(response["ratio_median"])) and min(response["real_separation_median"]) > 0
     assert result["synaptic_ops_per_step"]["policy"]["spike_events"] > 0
     json.dumps({k: v for k, v in result.items() if not k.startswith("_")})  # serialisable
+
+
+class _FrozenPredictor:
+    """A model that predicts no motion at all: its action response must read 0."""
+
+    def initial_state(self, batch, like):
+        return None
+
+    def step(self, obs, action, state):
+        return obs, state
+
+
+def test_action_response_separates_real_pushes_and_scores_a_frozen_model_zero():
+    env = make_batch("reacher", 7)  # odd: the spare env runs along, unscored
+    starts, goals = heldout_tasks(env, 7)
+    response = action_response(env, _FrozenPredictor(), starts, goals, env.spec.effector)
+    assert response["pairs"] == 3
+    # +1 against -1 on either joint for 10 steps moves the real hand apart
+    assert min(response["real_separation_median"]) > 0.05
+    assert response["predicted_separation_median"] == [0.0, 0.0]
+    assert response["ratio_median"] == [0.0, 0.0]
+    assert action_response(make_batch("reacher", 1), _FrozenPredictor(), starts[:1], goals[:1],
+                           env.spec.effector) is None
 
 
 def test_heldout_goals_fixed_and_distinct_from_training():

@@ -26,6 +26,7 @@ HELDOUT_ENTROPY = 20250916  # seed 000's arXiv date; held-out goals use [this, e
 HELDOUT_EPISODES = {"reacher": 256, "panda": 128}  # the full held-out set per task
 OPEN_LOOP_STEPS = 50
 WARMUP_STEPS = 5
+RESPONSE_STEPS = 10  # control steps of the +1 / -1 action probe (action_response)
 
 
 def heldout_tasks(env: BatchedReachEnv, episodes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +115,46 @@ def predictor_metrics(predictor, obs: np.ndarray, actions: np.ndarray, effector:
     return result
 
 
+@torch.no_grad()
+def action_response(env: BatchedReachEnv, predictor, starts: np.ndarray, goals: np.ndarray,
+                    effector: tuple[int, int]) -> dict[str, Any] | None:
+    """How strongly the model thinks each joint's action moves the effector, against the plant.
+
+    From pairs of identical held-out starts, one copy holds action +1 and the other -1 on
+    one joint (all others 0) for ``RESPONSE_STEPS`` steps; the separation of the two
+    effectors, real and predicted open loop, per joint. A ratio (predicted / real) below 1
+    means the model underestimates what a torque does, and a policy trained through it
+    pushes harder than it should. None when there are fewer than two envs.
+    """
+    n = env.num_envs
+    pairs = n // 2
+    if pairs == 0:
+        return None
+    index = np.concatenate([np.repeat(np.arange(pairs), 2), np.zeros(n - 2 * pairs, dtype=int)])
+    sign = np.zeros(n)
+    sign[: 2 * pairs] = np.tile([1.0, -1.0], pairs)
+    eff = slice(*effector)
+    real_sep, pred_sep, ratio = [], [], []
+    for joint in range(env.spec.act_dim):
+        actions = np.zeros((n, env.spec.act_dim))
+        actions[:, joint] = sign
+        real = env.reset_to(starts[index], goals[index])
+        predicted = torch.as_tensor(real, dtype=torch.float32)
+        state = predictor.initial_state(n, predicted)
+        act = torch.as_tensor(actions, dtype=torch.float32)
+        for _ in range(RESPONSE_STEPS):
+            real = env.step(actions)
+            predicted, state = predictor.step(predicted, act, state)
+        predicted = predicted.numpy()
+        r = np.linalg.norm(real[0:2 * pairs:2, eff] - real[1:2 * pairs:2, eff], axis=1)
+        p = np.linalg.norm(predicted[0:2 * pairs:2, eff] - predicted[1:2 * pairs:2, eff], axis=1)
+        real_sep.append(float(np.median(r)))
+        pred_sep.append(float(np.median(p)))
+        ratio.append(float(np.median(p / np.maximum(r, 1e-9))))
+    return {"steps": RESPONSE_STEPS, "pairs": pairs, "real_separation_median": real_sep,
+            "predicted_separation_median": pred_sep, "ratio_median": ratio}
+
+
 def synaptic_operations(net, spike_counts: list[float], steps: int) -> dict[str, float]:
     """Per control step (batch 1): spike-driven synaptic events and dense multiply-adds.
 
@@ -181,6 +222,8 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
             firing.update({f"policy.{layer}": rate for layer, rate in rates.items()})
         for net in counting:
             net.count_spikes = False
+        if pred_err is not None:  # after counting: the probe's spikes are not the policy's
+            pred_err["action_response"] = action_response(env, predictor, starts, goals, spec.effector)
         result: dict[str, Any] = {
             "task": spec.task,
             "model_kind": config.rl.actor if config.algorithm == "td3" else config.model.kind,
