@@ -4,6 +4,7 @@
     snn-control eval MODEL_DIR [--episodes N] [--seed S] [--out FILE] [--env KEY=VALUE ...]
     snn-control demo [MODEL_DIR] [--goals N]
     snn-control results-table [MODEL_DIR ...]
+    snn-control fit-predictor RUN_DIR [--updates N] [--every K] [--set KEY=VALUE ...]
     snn-control rl-experiment NAME [--seeds N] [--workers W] [--set KEY=VALUE ...]
     snn-control rl-table
     snn-control finetune MODEL_DIR BAG [BAG ...] [--out ROOT] [--set KEY=VALUE ...] [--env KEY=VALUE ...]
@@ -71,6 +72,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
           + (f", success at 2 cm {result['success_rate_2cm']:.1%}" if "success_rate_2cm" in result else "")
           + f"; classical {result['classical']['success_rate']:.1%}")
     print(f"wrote {out} and {stem}_reach.png")
+    return 0
+
+
+def cmd_fit_predictor(args: argparse.Namespace) -> int:
+    from .training.predictor_fit import fit_predictor
+
+    run_dir = Path(args.run_dir)
+    cfg = config_mod.load(run_dir / "config.yaml", args.set)
+    for row in fit_predictor(run_dir, cfg, args.updates, args.every, args.seed):
+        print(json.dumps({**row, "set": args.set}), flush=True)
     return 0
 
 
@@ -229,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rl_experiment)
     p = sub.add_parser("rl-table", help="regenerate the results table in docs/rl.md from results/rl/*.json")
     p.set_defaults(func=cmd_rl_table)
+    p = sub.add_parser("fit-predictor", help="fit a fresh predictor to a training run's replay; "
+                       "held-out loss as JSON lines (compare settings with --set)")
+    p.add_argument("run_dir", help="a `snn-control train` run directory (its replay.npz and config.yaml)")
+    p.add_argument("--updates", type=int, default=300)
+    p.add_argument("--every", type=int, default=50, help="updates between held-out losses")
+    p.add_argument("--seed", type=int, default=0, help="held-out episodes, windows and initial weights")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key of the run's config, e.g. --set model.dt=0.005 (repeatable)")
+    p.set_defaults(func=cmd_fit_predictor)
     p = sub.add_parser("results-table", help="Markdown table from models/*/eval.json")
     p.add_argument("model_dirs", nargs="*")
     p.set_defaults(func=cmd_results_table)
@@ -239,11 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     from .envs import EnvError
     from .models import IOSpecMismatch, ObservationError
     from .training.checkpoint import CheckpointError
+    from .training.replay import ReplayError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (config_mod.ConfigError, CheckpointError, IOSpecMismatch, ObservationError, EnvError) as exc:
+    except (config_mod.ConfigError, CheckpointError, IOSpecMismatch, ObservationError, EnvError,
+            ReplayError) as exc:
         print(f"snn-control {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -27,13 +27,13 @@ def make_optimizer(module: nn.Module, lr: float, tau_lr: float) -> torch.optim.O
 
 
 def predictor_loss(predictor, obs: torch.Tensor, actions: torch.Tensor, t: TrainConfig,
-                   teacher_forcing: float = 1.0) -> torch.Tensor:
+                   teacher_forcing: float = 1.0, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared next-state error over the last ``len(actions) - t.warmup`` steps, each
-    entry in units of its typical one-step change (``loss_scale``). The first ``t.warmup``
-    steps only warm up the state; afterwards each step is fed the real state with
-    probability ``teacher_forcing``, else the model's own prediction."""
+    entry in units of its typical one-step change (``loss_scale``, or ``scale`` when given).
+    The first ``t.warmup`` steps only warm up the state; afterwards each step is fed the
+    real state with probability ``teacher_forcing``, else the model's own prediction."""
     steps, batch = actions.shape[0], actions.shape[1]
-    scale = predictor.loss_scale
+    scale = predictor.loss_scale if scale is None else scale
     state = predictor.initial_state(batch, obs)
     loss = obs.new_zeros(())
     current = obs[0]

@@ -1,0 +1,90 @@
+"""Fit a fresh forward model to a finished run's replay: which predictor settings learn
+the same data fastest and best, without the policy in the loop.
+
+``snn-control fit-predictor RUN_DIR [--set KEY=VALUE ...]`` builds the predictor of the
+run's own config (with the overrides), fits it with the trainer's own update on windows
+from most of the run's episodes, and prints the loss on windows from the rest (the held-out
+episodes and windows are drawn by ``--seed``, so they are the same for every setting).
+Losses are in units of each entry's one-step change (its standard deviation) on the
+held-out episodes, the same for every setting, so runs with different overrides compare
+directly (the trainer's own loss unit is fitted per run).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..config import ExperimentConfig
+from ..envs import make_batch
+from ..models import spiking_nets
+from .checkpoint import networks_for
+from .replay import EpisodicReplay, ReplayError
+from .updates import make_optimizer, predictor_loss, predictor_step
+
+HELD_OUT_EPISODES = 64
+HELD_OUT_WINDOWS = 128
+
+
+def _windows(obs: np.ndarray, actions: np.ndarray, episodes: np.ndarray, count: int, length: int,
+             rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` time-major windows of ``length`` actions from ``episodes``."""
+    chosen = rng.choice(episodes, count)
+    starts = rng.integers(0, actions.shape[1] - length + 1, count)
+    t = starts[None, :] + np.arange(length + 1)[:, None]
+    return (torch.as_tensor(obs[chosen[None, :], t]), torch.as_tensor(actions[chosen[None, :], t[:-1]]))
+
+
+def load_replay(run_dir: Path, config: ExperimentConfig, spec) -> tuple[np.ndarray, np.ndarray]:
+    path = run_dir / "replay.npz"
+    if not path.exists():
+        raise ReplayError(f"{path}: no replay (fit-predictor needs a `snn-control train` run directory)")
+    replay = EpisodicReplay(config.train.replay_episodes, spec.episode_steps, spec.obs_dim, spec.act_dim, spec.goal_dim)
+    replay.load(path)
+    if replay.size <= HELD_OUT_EPISODES:
+        raise ReplayError(f"{path}: {replay.size} episodes; fit-predictor holds out {HELD_OUT_EPISODES} and needs more")
+    return replay.obs[: replay.size], replay.actions[: replay.size]
+
+
+def fit_predictor(run_dir: str | Path, config: ExperimentConfig, updates: int, every: int = 50,
+                  seed: int = 0) -> Iterator[dict[str, Any]]:
+    """Yield ``{"update", "held_out_loss", "elapsed_s"}`` every ``every`` updates (and at 0)."""
+    torch.set_num_threads(config.train.threads)
+    torch.manual_seed(seed)
+    env = make_batch(config.task, 1, config.env)
+    spec = env.spec
+    env.close()
+    obs, actions = load_replay(Path(run_dir), config, spec)
+    predictor, _ = networks_for(config, spec)
+    for net in spiking_nets(predictor):
+        net.fused = config.train.fused_neurons
+    t = config.train
+    # Calibrated on the run's first collection, as the trainer does; that collection is
+    # always trained on, never held out.
+    first = min(t.envs, len(obs) - HELD_OUT_EPISODES - 1)
+    predictor.calibrate(obs[:first], actions[:first], inputs=config.model.calibrate_inputs)
+    rng = np.random.default_rng(seed)
+    order = first + rng.permutation(len(obs) - first)
+    held_out = order[:HELD_OUT_EPISODES]
+    train = np.concatenate([np.arange(first), order[HELD_OUT_EPISODES:]])
+    length = t.warmup + t.unroll
+    test_obs, test_actions = _windows(obs, actions, held_out, HELD_OUT_WINDOWS, length, rng)
+    # One loss unit for every setting: the held-out episodes' own typical one-step change.
+    unit = torch.as_tensor(np.diff(obs[held_out], axis=1).reshape(-1, obs.shape[-1]).std(0), dtype=torch.float32)
+    unit = unit.clamp(min=1e-6)
+    optimizer = make_optimizer(predictor, t.lr, t.tau_lr)
+    start = time.perf_counter()
+    for update in range(updates + 1):
+        if update % every == 0 or update == updates:
+            with torch.no_grad():
+                predictor.eval()
+                loss = float(predictor_loss(predictor, test_obs, test_actions, t, scale=unit))
+                predictor.train()
+            yield {"update": update, "held_out_loss": loss, "elapsed_s": time.perf_counter() - start}
+        if update < updates:
+            batch_obs, batch_actions = _windows(obs, actions, train, t.batch, length, rng)
+            predictor_step(predictor, optimizer, batch_obs, batch_actions, t)
