@@ -55,6 +55,9 @@ class ModelConfig:
     kinematic_prior: bool = False  # predictor learns only the joint velocities' change;
     # positions integrate them and the effector follows from the URDF's forward kinematics
     # (models.kinematics; Panda). The kinematics of an arm are known, its dynamics are not
+    goal_error: bool = False  # the policy sees the goal minus the effector's position (its
+    # error) instead of the goal: a spiking net then need not resolve a 1 cm difference
+    # between two inputs of ~0.5 m each
     gru_hidden: int = 500  # baseline sizes (seed 000)
     mlp_hidden: int = 500
 

@@ -75,11 +75,11 @@ def test_fast_net_refuses_unequal_layer_sizes():
 
 
 @pytest.mark.parametrize("kind,extra", [("snn", {}), ("snn", {"momentum_prior": True, "action_term": True}),
-                                        ("gru", {})])
+                                        ("snn", {"goal_error": True}), ("gru", {}), ("gru", {"goal_error": True})])
 def test_fast_policy_and_predictor_match_modules(kind, extra):
     cfg = ModelConfig(kind=kind, hidden=48, rank=8, substeps=2, gru_hidden=32, mlp_hidden=32, **extra)
     torch.manual_seed(0)
-    predictor, policy = build_networks(cfg, 9, 6, 3)
+    predictor, policy = build_networks(cfg, 9, 6, 3, effector=(6, 9))
     with torch.no_grad():
         predictor.delta_scale.uniform_(0.01, 0.1)
         if predictor.action_term is not None:

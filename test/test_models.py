@@ -1,5 +1,6 @@
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,7 +36,7 @@ def test_parameter_counts():
 def test_shipped_panda_snn_is_at_most_a_fifth_of_the_gru_baseline():
     def total(name):
         cfg = C.load(f"config/{name}.yaml")
-        pred, pol = networks_for(cfg, SimpleNamespace(obs_dim=15, act_dim=6, goal_dim=3))
+        pred, pol = networks_for(cfg, SimpleNamespace(obs_dim=15, act_dim=6, goal_dim=3, effector=(12, 15)))
         return parameter_count(pred) + parameter_count(pol)
 
     assert 5 * total("panda_snn") <= total("panda_gru")
@@ -97,3 +98,21 @@ def test_action_term_gives_a_direct_action_gradient():
     assert torch.allclose(action.grad, torch.tensor([[0.0, 0.2]]))
     no_term, _ = build_networks(ModelConfig(hidden=16, rank=4), 3, 2, 1)
     assert no_term.action_term is None
+
+
+def test_goal_error_policy_sees_goal_minus_effector():
+    from snn_control.models.networks import policy_input
+
+    obs = np.array([[0.1, 0.2, 0.5, 0.6]])  # effector = entries 2:4
+    goal = np.array([[0.7, 0.9]])
+    np.testing.assert_allclose(policy_input(obs, goal, (2, 4)), [[0.1, 0.2, 0.5, 0.6, 0.2, 0.3]])
+    np.testing.assert_allclose(policy_input(torch.as_tensor(obs), torch.as_tensor(goal), None).numpy(),
+                               [[0.1, 0.2, 0.5, 0.6, 0.7, 0.9]])
+    cfg = ModelConfig(hidden=16, rank=4, substeps=1, goal_error=True)
+    with pytest.raises(ValueError, match="goal_error needs the effector"):
+        build_networks(cfg, 4, 2, 2)
+    _, policy = build_networks(cfg, 4, 2, 2, effector=(2, 4))
+    # the same error from another place: only the obs part differs, so the input's goal part agrees
+    a = policy_input(torch.tensor([[0.1, 0.2, 0.5, 0.6]]), torch.tensor([[0.7, 0.9]]), policy.goal_error)
+    b = policy_input(torch.tensor([[0.1, 0.2, 0.0, 0.0]]), torch.tensor([[0.2, 0.3]]), policy.goal_error)
+    torch.testing.assert_close(a[:, 4:], b[:, 4:])

@@ -142,24 +142,35 @@ class SpikingPredictor(ForwardModel):
         self.net.calibrate_input_gain(features)
 
 
+def policy_input(obs, goal, goal_error: tuple[int, int] | None):
+    """A policy's input ``[obs, goal]``, or ``[obs, goal - obs[effector]]`` when
+    ``goal_error`` is the effector's slice ``(start, stop)`` in the observation. Works on
+    torch tensors and numpy arrays alike (the controller's fast path uses it too)."""
+    if goal_error is not None:
+        goal = goal - obs[..., goal_error[0]:goal_error[1]]
+    return (torch.cat if isinstance(obs, torch.Tensor) else np.concatenate)([obs, goal], -1)
+
+
 class SpikingPolicy(nn.Module):
     """(obs, goal) -> feed-forward spiking layers -> tanh of the readout potential."""
 
-    def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, net_kwargs: dict[str, Any], layers: int) -> None:
+    def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, net_kwargs: dict[str, Any], layers: int,
+                 goal_error: tuple[int, int] | None = None) -> None:
         super().__init__()
+        self.goal_error = goal_error
         self.net = SpikingNet(obs_dim + goal_dim, act_dim, recurrent=[False] * layers, **net_kwargs)
 
     def initial_state(self, batch: int, like: torch.Tensor):
         return self.net.initial_state(batch, like)
 
     def step(self, obs, goal, state):
-        potential, state = self.net.step(torch.cat([obs, goal], dim=-1), state)
+        potential, state = self.net.step(policy_input(obs, goal, self.goal_error), state)
         return torch.tanh(potential), potential, state
 
     def calibrate(self, episodes_obs: np.ndarray, goals: np.ndarray) -> None:
         """Input gains from observations ``(N, T+1, O)`` and goals ``(N, G)``."""
         goals = np.broadcast_to(goals[:, None, :], (*episodes_obs.shape[:2], goals.shape[-1]))
-        self.net.calibrate_input_gain(np.concatenate([episodes_obs, goals], axis=-1))
+        self.net.calibrate_input_gain(policy_input(episodes_obs, goals, self.goal_error))
 
 
 class GRUPredictor(ForwardModel):
@@ -183,8 +194,10 @@ class GRUPredictor(ForwardModel):
 class MLPPolicy(nn.Module):
     """Baseline: deterministic MLP (two hidden layers, ReLU), tanh output; stateless."""
 
-    def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, hidden: int) -> None:
+    def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, hidden: int,
+                 goal_error: tuple[int, int] | None = None) -> None:
         super().__init__()
+        self.goal_error = goal_error
         self.body = nn.Sequential(
             nn.Linear(obs_dim + goal_dim, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(),
@@ -198,7 +211,7 @@ class MLPPolicy(nn.Module):
         """Non-spiking policies need no input calibration."""
 
     def step(self, obs, goal, state):
-        potential = self.body(torch.cat([obs, goal], dim=-1))
+        potential = self.body(policy_input(obs, goal, self.goal_error))
         return torch.tanh(potential), potential, None
 
 
@@ -212,17 +225,23 @@ def spiking_nets(module: nn.Module) -> list[SpikingNet]:
 
 
 def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
-                   kinematics: dict[str, Any] | None = None) -> tuple[nn.Module, nn.Module]:
+                   kinematics: dict[str, Any] | None = None,
+                   effector: tuple[int, int] | None = None) -> tuple[nn.Module, nn.Module]:
     """Predictor and policy from one :class:`~snn_control.config.ModelConfig`; ``kinematics``
-    (the task's layout, :mod:`.kinematics`) when ``model_cfg.kinematic_prior``."""
+    (the task's layout, :mod:`.kinematics`) when ``model_cfg.kinematic_prior``, and the
+    effector's slice of the observation when ``model_cfg.goal_error``."""
     if model_cfg.kinematic_prior and kinematics is None:
         raise ValueError("model.kinematic_prior needs the task's kinematic layout")
+    if model_cfg.goal_error and (effector is None or effector[1] - effector[0] != goal_dim):
+        raise ValueError(f"model.goal_error needs the effector's slice of the observation, "
+                         f"{goal_dim} entries like the goal; got {effector}")
     kinematics = kinematics if model_cfg.kinematic_prior else None
+    goal_error = tuple(effector) if model_cfg.goal_error else None
     if model_cfg.kind == "gru":
         return (
             GRUPredictor(obs_dim, act_dim, model_cfg.gru_hidden, model_cfg.momentum_prior,
                          model_cfg.action_term, kinematics),
-            MLPPolicy(obs_dim, goal_dim, act_dim, model_cfg.mlp_hidden),
+            MLPPolicy(obs_dim, goal_dim, act_dim, model_cfg.mlp_hidden, goal_error),
         )
 
     def kwargs() -> dict[str, Any]:  # each net gets its own surrogate (slopes may differ)
@@ -239,5 +258,5 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
     return (
         SpikingPredictor(obs_dim, act_dim, kwargs(), model_cfg.layers, model_cfg.momentum_prior,
                          model_cfg.action_term, kinematics),
-        SpikingPolicy(obs_dim, goal_dim, act_dim, kwargs(), model_cfg.layers),
+        SpikingPolicy(obs_dim, goal_dim, act_dim, kwargs(), model_cfg.layers, goal_error),
     )

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.networks import ForwardModel, SpikingPolicy, SpikingPredictor
+from ..models.networks import ForwardModel, SpikingPolicy, SpikingPredictor, policy_input
 from ..spiking.fast import FastSpikingNet
 
 
@@ -22,6 +22,7 @@ class FastPolicy:
 
     def __init__(self, policy: nn.Module) -> None:
         self.spiking = isinstance(policy, SpikingPolicy)
+        self._goal_error = getattr(policy, "goal_error", None)
         self._net = FastSpikingNet(policy.net) if self.spiking else None
         self._module = None if self.spiking else policy.eval()
         self._state = None
@@ -35,7 +36,7 @@ class FastPolicy:
 
     def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
         if self._net is not None:
-            return np.tanh(self._net.step(np.concatenate([obs, goal])))
+            return np.tanh(self._net.step(policy_input(obs, goal, self._goal_error)))
         with torch.no_grad():
             action, _, self._state = self._module.step(_row(obs), _row(goal), self._state)
         return action[0].double().numpy()
