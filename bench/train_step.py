@@ -35,8 +35,8 @@ from snn_control.models import spiking_nets
 from snn_control.spiking import fused
 from snn_control.training.trainer import Trainer
 
-PAPER = ["model.hidden=512", "model.layers=2", "model.rank=32", "model.substeps=7", "model.neuron=alif",
-         "model.surrogate=multi_gaussian", "model.slope=16.0", "model.readout_tau_mem=0.01",
+PAPER = ["model.hidden=512", "model.layers=2", "model.rank=32", "model.substeps=7", "model.dt=0.002",
+         "model.neuron=alif", "model.surrogate=multi_gaussian", "model.slope=16.0", "model.readout_tau_mem=0.01",
          "model.readout_tau_syn=0.005", "train.batch=256", "train.warmup=5", "train.unroll=40",
          "train.envs=4", "train.random_iterations=1", "train.replay_episodes=16", "train.eval_every=0"]
 QUICK = ["model.hidden=64", "model.substeps=2", "train.batch=16", "train.unroll=6"]

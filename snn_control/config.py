@@ -41,6 +41,8 @@ class ModelConfig:
     # 50 Hz (the usual choice) layer 2 fired 1.3 Hz at init because layer 1 fires ~12 Hz
     readout_tau_mem: float = 0.01  # s
     readout_tau_syn: float = 0.005  # s
+    policy_readout_learn_tau: bool = True  # the policy's readout time constants train (with
+    # learn_tau). The Panda policy learned 8-65 ms: its torque lagged and the arm circled the goal
     surrogate: str = "multi_gaussian"  # or "fast_sigmoid", "rectangular"
     slope: float = 16.0  # multi-Gaussian: centre sigma 1/16 (seed 000)
     calibrate_inputs: bool = False  # input gains = 1 / RMS of the first collected data, so

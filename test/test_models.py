@@ -116,3 +116,13 @@ def test_goal_error_policy_sees_goal_minus_effector():
     a = policy_input(torch.tensor([[0.1, 0.2, 0.5, 0.6]]), torch.tensor([[0.7, 0.9]]), policy.goal_error)
     b = policy_input(torch.tensor([[0.1, 0.2, 0.0, 0.0]]), torch.tensor([[0.2, 0.3]]), policy.goal_error)
     torch.testing.assert_close(a[:, 4:], b[:, 4:])
+
+
+def test_policy_readout_time_constants_can_be_fixed_alone():
+    cfg = ModelConfig(hidden=16, rank=4, substeps=1, policy_readout_learn_tau=False)
+    predictor, policy = build_networks(cfg, 4, 2, 2)
+    assert not policy.net.readout.log_tau_mem.requires_grad and not policy.net.readout.log_tau_syn.requires_grad
+    assert policy.net.layers[0].log_tau_mem.requires_grad  # the hidden layers still learn theirs
+    assert predictor.net.readout.log_tau_mem.requires_grad  # and the predictor its readout's
+    learning = build_networks(ModelConfig(hidden=16, rank=4, substeps=1), 4, 2, 2)[1]
+    assert parameter_count(learning) - parameter_count(policy) == 2 * 2  # mem + syn per output

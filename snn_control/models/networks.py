@@ -244,7 +244,7 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
             MLPPolicy(obs_dim, goal_dim, act_dim, model_cfg.mlp_hidden, goal_error),
         )
 
-    def kwargs() -> dict[str, Any]:  # each net gets its own surrogate (slopes may differ)
+    def kwargs(**extra) -> dict[str, Any]:  # each net gets its own surrogate (slopes may differ)
         return dict(
             hidden=[model_cfg.hidden] * model_cfg.layers, rank=model_cfg.rank,
             substeps=model_cfg.substeps,
@@ -252,11 +252,13 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
             tau_mem=model_cfg.tau_mem, tau_syn=model_cfg.tau_syn, tau_ada=model_cfg.tau_ada,
             xi=model_cfg.xi if model_cfg.neuron == "alif" else 0.0,
             learn_tau=model_cfg.learn_tau, readout_tau_mem=model_cfg.readout_tau_mem,
-            readout_tau_syn=model_cfg.readout_tau_syn, init_rate_hz=model_cfg.init_rate_hz,
+            readout_tau_syn=model_cfg.readout_tau_syn, init_rate_hz=model_cfg.init_rate_hz, **extra,
         )
 
     return (
         SpikingPredictor(obs_dim, act_dim, kwargs(), model_cfg.layers, model_cfg.momentum_prior,
                          model_cfg.action_term, kinematics),
-        SpikingPolicy(obs_dim, goal_dim, act_dim, kwargs(), model_cfg.layers, goal_error),
+        SpikingPolicy(obs_dim, goal_dim, act_dim,
+                      kwargs(readout_learn_tau=model_cfg.learn_tau and model_cfg.policy_readout_learn_tau),
+                      model_cfg.layers, goal_error),
     )

@@ -37,6 +37,7 @@ class SpikingNet(nn.Module):
             changes them together).
         dt, tau_mem, tau_syn, tau_ada, xi, learn_tau: passed to every :class:`SpikingLayer`.
         readout_tau_mem, readout_tau_syn: readout time constants in seconds.
+        readout_learn_tau: whether the readout's time constants train (default: learn_tau).
         init_rate_hz: presynaptic rate assumed by the fluctuation-driven initialisation.
     """
 
@@ -59,6 +60,7 @@ class SpikingNet(nn.Module):
         readout_tau_mem: float,
         readout_tau_syn: float,
         init_rate_hz: float = 20.0,
+        readout_learn_tau: bool | None = None,
     ) -> None:
         super().__init__()
         if len(hidden) != len(recurrent) or not hidden:
@@ -79,7 +81,7 @@ class SpikingNet(nn.Module):
         )
         self.readout = LeakyReadout(
             hidden[-1], out_features, dt=dt, tau_mem=readout_tau_mem,
-            tau_syn=readout_tau_syn, learn_tau=learn_tau,
+            tau_syn=readout_tau_syn, learn_tau=learn_tau if readout_learn_tau is None else readout_learn_tau,
         )
         # Spike totals per layer and (substep x batch) count since reset_counts(), when
         # count_spikes is on (evaluation); training leaves it off.
