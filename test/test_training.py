@@ -148,3 +148,18 @@ def test_fit_predictor_without_a_replay_says_so(tiny_run, tmp_path, capsys):
     (tmp_path / "config.yaml").write_text((tiny_run / "config.yaml").read_text())
     assert main(["fit-predictor", str(tmp_path)]) == 2
     assert "no replay" in capsys.readouterr().err
+
+
+def test_run_keeps_its_best_validation_checkpoint(tiny_run):
+    from snn_control.training.checkpoint import load_model
+
+    record = json.loads((tiny_run / "best" / "best.json").read_text())
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    validated = [r for r in rows if "validation/success_rate" in r]
+    best = max(validated, key=lambda r: (r["validation/success_rate"], -r["validation/final_distance_median"]))
+    assert record["iteration"] == best["iteration"]  # the first of equals: a later tie does not replace it
+    assert record["validation/success_rate"] == best["validation/success_rate"]
+    kept = [json.loads(line) for line in (tiny_run / "best" / "metrics.jsonl").read_text().splitlines()]
+    assert kept[-1]["iteration"] == record["iteration"]
+    predictor, policy, _, _ = load_model(tiny_run / "best")
+    assert predictor is not None and policy is not None

@@ -13,6 +13,7 @@ Each iteration:
 
 The run directory is a model directory (see ``checkpoint``) plus ``train_state.pt``,
 ``replay.npz``, ``metrics.jsonl`` and TensorBoard event files; ``fit`` resumes from them.
+``best/`` is the model directory of the best validation so far (``best.json`` says which).
 """
 
 from __future__ import annotations
@@ -195,6 +196,8 @@ class Trainer:
                 with open(self.run_dir / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps({"iteration": self.iteration, **metrics}) + "\n")
                 self._checkpoint()
+                if "validation/success_rate" in metrics:
+                    self._keep_best(metrics)
                 bar.set_postfix(pred=f"{metrics['losses/predictor']:.3g}",
                                 dist=f"{metrics['collect/final_distance_median']:.3f}")
                 bar.update(1)
@@ -214,6 +217,24 @@ class Trainer:
         }
         atomic_write_bytes(self.run_dir / "train_state.pt", lambda p: torch.save(state, p))
         atomic_write_bytes(self.run_dir / "replay.npz", self.replay.save)
+
+    def _keep_best(self, metrics: dict[str, float]) -> None:
+        """Keep the checkpoint of the best validation so far (success, then median final
+        distance) as the model directory ``best/``, with the metrics up to it and
+        ``best.json``. Validation goals are the trainer's own, never the held-out ones, so
+        picking on them leaves the held-out evaluation honest; a policy trained through a
+        learned model can get worse late in a run (docs/training.md)."""
+        best = self.run_dir / "best"
+        score = [metrics["validation/success_rate"], -metrics["validation/final_distance_median"]]
+        record = best / "best.json"
+        if record.exists() and json.loads(record.read_text())["score"] >= score:
+            return
+        save_model(best, self.predictor, self.policy, self.io_spec, self.config)
+        metrics_text = (self.run_dir / "metrics.jsonl").read_bytes()
+        atomic_write_bytes(best / "metrics.jsonl", lambda p: p.write_bytes(metrics_text))
+        summary = {"iteration": self.iteration, "score": score,
+                   **{k: v for k, v in metrics.items() if k.startswith("validation/")}}
+        atomic_write_bytes(record, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
 
     def _resume(self) -> None:
         path = self.run_dir / "train_state.pt"
