@@ -30,16 +30,20 @@ HELD_OUT_EPISODES = 64
 HELD_OUT_WINDOWS = 128
 
 
-def _windows(obs: np.ndarray, actions: np.ndarray, episodes: np.ndarray, count: int, length: int,
-             rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` time-major windows of ``length`` actions from ``episodes``."""
-    chosen = rng.choice(episodes, count)
-    starts = rng.integers(0, actions.shape[1] - length + 1, count)
-    t = starts[None, :] + np.arange(length + 1)[:, None]
-    return (torch.as_tensor(obs[chosen[None, :], t]), torch.as_tensor(actions[chosen[None, :], t[:-1]]))
+def _subset(replay: EpisodicReplay, episodes: np.ndarray) -> EpisodicReplay:
+    """A replay holding only ``episodes`` of ``replay`` (its window sampling is reused)."""
+    part = EpisodicReplay(len(episodes), replay.steps, replay.obs.shape[-1], replay.actions.shape[-1],
+                          replay.goals.shape[-1])
+    part.add(replay.obs[episodes], replay.actions[episodes], replay.goals[episodes])
+    return part
 
 
-def load_replay(run_dir: Path, config: ExperimentConfig, spec) -> tuple[np.ndarray, np.ndarray]:
+def _windows(replay: EpisodicReplay, rng: np.random.Generator, count: int, length: int):
+    obs, actions, _ = replay.sample(rng, count, length)
+    return torch.as_tensor(obs), torch.as_tensor(actions)
+
+
+def load_replay(run_dir: Path, config: ExperimentConfig, spec) -> EpisodicReplay:
     path = run_dir / "replay.npz"
     if not path.exists():
         raise ReplayError(f"{path}: no replay (fit-predictor needs a `snn-control train` run directory)")
@@ -47,7 +51,7 @@ def load_replay(run_dir: Path, config: ExperimentConfig, spec) -> tuple[np.ndarr
     replay.load(path)
     if replay.size <= HELD_OUT_EPISODES:
         raise ReplayError(f"{path}: {replay.size} episodes; fit-predictor holds out {HELD_OUT_EPISODES} and needs more")
-    return replay.obs[: replay.size], replay.actions[: replay.size]
+    return replay
 
 
 def fit_predictor(run_dir: str | Path, config: ExperimentConfig, updates: int, every: int = 50,
@@ -58,21 +62,22 @@ def fit_predictor(run_dir: str | Path, config: ExperimentConfig, updates: int, e
     env = make_batch(config.task, 1, config.env)
     spec = env.spec
     env.close()
-    obs, actions = load_replay(Path(run_dir), config, spec)
+    replay = load_replay(Path(run_dir), config, spec)
+    obs = replay.obs[: replay.size]
     predictor, _ = networks_for(config, spec)
     for net in spiking_nets(predictor):
         net.fused = config.train.fused_neurons
     t = config.train
     # Calibrated on the run's first collection, as the trainer does; that collection is
     # always trained on, never held out.
-    first = min(t.envs, len(obs) - HELD_OUT_EPISODES - 1)
-    predictor.calibrate(obs[:first], actions[:first], inputs=config.model.calibrate_inputs)
+    first = min(t.envs, replay.size - HELD_OUT_EPISODES - 1)
+    predictor.calibrate(obs[:first], replay.actions[:first], inputs=config.model.calibrate_inputs)
     rng = np.random.default_rng(seed)
-    order = first + rng.permutation(len(obs) - first)
+    order = first + rng.permutation(replay.size - first)
     held_out = order[:HELD_OUT_EPISODES]
-    train = np.concatenate([np.arange(first), order[HELD_OUT_EPISODES:]])
+    train = _subset(replay, np.concatenate([np.arange(first), order[HELD_OUT_EPISODES:]]))
     length = t.warmup + t.unroll
-    test_obs, test_actions = _windows(obs, actions, held_out, HELD_OUT_WINDOWS, length, rng)
+    test_obs, test_actions = _windows(_subset(replay, held_out), rng, HELD_OUT_WINDOWS, length)
     # One loss unit for every setting: the held-out episodes' own typical one-step change.
     unit = torch.as_tensor(np.diff(obs[held_out], axis=1).reshape(-1, obs.shape[-1]).std(0), dtype=torch.float32)
     unit = unit.clamp(min=1e-6)
@@ -86,5 +91,5 @@ def fit_predictor(run_dir: str | Path, config: ExperimentConfig, updates: int, e
                 predictor.train()
             yield {"update": update, "held_out_loss": loss, "elapsed_s": time.perf_counter() - start}
         if update < updates:
-            batch_obs, batch_actions = _windows(obs, actions, train, t.batch, length, rng)
+            batch_obs, batch_actions = _windows(train, rng, t.batch, length)
             predictor_step(predictor, optimizer, batch_obs, batch_actions, t)
