@@ -118,6 +118,7 @@ class RLConfig:
     batch: int = 256
     replay_size: int = 1_000_000
     exploration_noise: float = 0.1  # Gaussian std added to the actor's actions
+    goal_error: bool = False  # actor and critics see the goal minus the effector, not the goal
     actor: str = "snn"  # "snn" (population-coded spiking) or "mlp" (the ANN baseline)
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     pop: int = 10  # neurons per observation / action dimension

@@ -136,7 +136,8 @@ def test_short_td3_run_on_the_reacher_critic_loss_falls(tmp_path):
     cfg = C.load("config/reacher_td3.yaml", [
         "rl.total_steps=3200", "rl.envs=4", "rl.start_steps=400", "rl.updates_per_step=0.5", "rl.batch=64",
         "rl.hidden=[32, 32]", "rl.pop=4", "rl.proxy_hidden=[32, 32]", "rl.eval_every=3200",
-        "rl.eval_episodes=4", "rl.guide_share=0.5", "rl.guide_decay_steps=1600", "rl.bc_weight=0.5"])
+        "rl.eval_episodes=4", "rl.guide_share=0.5", "rl.guide_decay_steps=1600", "rl.bc_weight=0.5",
+        "rl.slope_schedule=scheduled", "rl.goal_error=false"])
     trainer = RLTrainer(cfg, tmp_path)
     trainer.fit(progress=False)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -161,6 +162,48 @@ def test_short_td3_run_on_the_reacher_critic_loss_falls(tmp_path):
     assert sum(saved["firing_rate_hz"].values()) > 0 and saved["synaptic_ops_per_step"]["policy"]["spike_events"] > 0
     slopes = [r["charts/slope"] for r in rows]
     assert slopes == sorted(slopes) and slopes[-1] > slopes[0]  # scheduled: shallow -> steep
+
+
+def test_goal_error_actor_sees_goal_minus_effector_and_best_checkpoint_is_kept(tmp_path):
+    from snn_control import config as C
+    from snn_control.training.checkpoint import load_model
+    from snn_control.rl.trainer import RLTrainer
+
+    cfg = C.load("config/reacher_td3.yaml", [
+        "rl.total_steps=1600", "rl.envs=4", "rl.start_steps=400", "rl.updates_per_step=0.25", "rl.batch=32",
+        "rl.hidden=[16, 16]", "rl.pop=4", "rl.proxy_hidden=[16, 16]", "rl.eval_every=800",
+        "rl.eval_episodes=4", "rl.goal_error=true"])
+    trainer = RLTrainer(cfg, tmp_path)
+    (tmp_path / "best").mkdir()  # a stale best/ from an earlier run in this directory is dropped
+    (tmp_path / "best" / "best.json").write_text(json.dumps({"score": [2.0, 0.0]}))
+    trainer.fit(progress=False)
+    replay = trainer.replay
+    a, b = trainer.env.spec.effector
+    obs_dim = trainer.env.spec.obs_dim
+    # the replay's goal columns hold goal minus effector: the next observation's goal columns
+    # plus its effector are the same goal for every step of an episode
+    goal_next = replay.next_obs[:replay.size, obs_dim:] + replay.next_obs[:replay.size, a:b]
+    goal_now = replay.obs[:replay.size, obs_dim:] + replay.obs[:replay.size, a:b]
+    np.testing.assert_allclose(goal_next, goal_now, atol=1e-5)
+    assert np.abs(replay.obs[:replay.size, obs_dim:] - goal_now).max() > 0.01  # not the raw goal
+
+    _, policy, spec, _ = load_model(tmp_path)
+    assert policy.goal_error == (a, b)
+    obs, goal = torch.rand(8, obs_dim) * 2 - 1, torch.rand(8, 2) * 2 - 1
+    with torch.no_grad():
+        action, _, _ = policy.step(obs, goal, None)
+        wanted = trainer.actor.eval()(torch.cat([obs, goal - obs[:, a:b]], -1))
+    assert torch.equal(action, wanted)
+
+    record = json.loads((tmp_path / "best" / "best.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    validated = [r for r in rows if "validation/success_rate" in r]
+    assert len(validated) == 2 and record["score"][0] <= 1.0
+    best_row = max(validated, key=lambda r: (r["validation/success_rate"], -r["validation/final_distance_median"]))
+    assert record["env_steps"] == min(r["env_steps"] for r in validated if
+                                      (r["validation/success_rate"], r["validation/final_distance_median"]) ==
+                                      (best_row["validation/success_rate"], best_row["validation/final_distance_median"]))
+    load_model(tmp_path / "best")  # a model directory of its own
 
 
 def test_rl_config_errors_name_the_key():

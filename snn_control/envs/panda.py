@@ -276,29 +276,43 @@ class PandaBatch(BatchedReachEnv):
         """Hold joint torques ``(N, 6)`` N m (before the rate limit) for ``physics_steps``
         physics steps, with gravity compensation, then read the new state."""
         cfg = self.config
-        max_delta = cfg.torque_rate_limit * cfg.physics_dt if cfg.torque_rate_limit > 0 else np.inf
+        schedule = self._rate_limited(torques, physics_steps)  # (N, steps, 6), N m
+        if physics_steps:
+            self.applied = schedule[:, -1].copy()
         zeros9 = [0.0] * len(MOVABLE)
         actuated = list(range(ACTUATED))
         payload = [0.0, 0.0, -9.81 * cfg.hand_payload_kg]
-        for i, (cid, body) in enumerate(self.clients):
-            applied = self.applied[i]
-            for _ in range(physics_steps):
-                applied = applied + np.clip(torques[i] - applied, -max_delta, max_delta)
+        # The inner loop runs 20 times per control step per copy: plain Python floats and
+        # one call per PyBullet function keep it at the simulator's own cost.
+        for (cid, body), steps in zip(self.clients, schedule.tolist()):
+            for applied in steps:
                 states = pybullet.getJointStates(body, MOVABLE, physicsClientId=cid)
                 gravity = pybullet.calculateInverseDynamics(
                     body, [s[0] for s in states], zeros9, zeros9, physicsClientId=cid
                 )
                 pybullet.setJointMotorControlArray(
                     body, actuated, pybullet.TORQUE_CONTROL,
-                    forces=(applied + gravity[:ACTUATED]).tolist(), physicsClientId=cid,
+                    forces=[a + g for a, g in zip(applied, gravity)], physicsClientId=cid,
                 )
                 if cfg.hand_payload_kg:  # the payload's weight, which g(q) does not know about
                     at = pybullet.getLinkState(body, HAND_LINK, physicsClientId=cid)[0]
                     pybullet.applyExternalForce(body, HAND_LINK, payload, at, pybullet.WORLD_FRAME,
                                                 physicsClientId=cid)
                 pybullet.stepSimulation(physicsClientId=cid)
-            self.applied[i] = applied
         self._read_state()
+
+    def _rate_limited(self, torques: np.ndarray, physics_steps: int) -> np.ndarray:
+        """``(N, physics_steps, 6)``: the torque each physics step applies when the applied
+        torque moves towards ``torques`` at most ``torque_rate_limit`` N m/s."""
+        cfg = self.config
+        max_delta = cfg.torque_rate_limit * cfg.physics_dt if cfg.torque_rate_limit > 0 else np.inf
+        torques = np.asarray(torques, dtype=np.float64)
+        out = np.empty((self.num_envs, physics_steps, ACTUATED))
+        applied = self.applied
+        for k in range(physics_steps):
+            applied = applied + np.clip(torques - applied, -max_delta, max_delta)
+            out[:, k] = applied
+        return out
 
     def effector_jacobians(self) -> np.ndarray:
         jac = np.empty((self.num_envs, 3, ACTUATED))

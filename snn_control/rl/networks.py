@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..models.networks import policy_input
 from ..spiking import SpikingLayer, Surrogate
 from .population import PopulationDecoder, PopulationEncoder
 
@@ -122,17 +123,20 @@ class TwinCritic(nn.Module):
 
 class ActorPolicy(nn.Module):
     """An actor seen through the predictive-control policy interface (``step``), so
-    :func:`snn_control.training.collect.rollout` and evaluation run it unchanged."""
+    :func:`snn_control.training.collect.rollout` and evaluation run it unchanged.
+    ``goal_error``: the effector's slice of the observation when the actor sees the goal
+    minus the effector instead of the goal (``rl.goal_error``)."""
 
-    def __init__(self, actor) -> None:
+    def __init__(self, actor, goal_error: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.actor = actor
+        self.goal_error = goal_error
 
     def initial_state(self, batch: int, like: torch.Tensor):
         return None
 
     def step(self, obs: torch.Tensor, goals: torch.Tensor, state):
-        action = self.actor(torch.cat([obs, goals], -1))
+        action = self.actor(policy_input(obs, goals, self.goal_error))
         return action, action, state
 
 

@@ -9,12 +9,15 @@ per transition. The surrogate slope follows its schedule. Validation: determinis
 actor on the held-out validation goal set. The run directory is a model directory
 (:mod:`snn_control.training.checkpoint`: ``model.pt`` with the actor as the policy, the I/O
 spec, ``config.yaml``) that ``snn-control eval`` and the controller node load like a
-predictive-control one, plus ``metrics.jsonl`` and TensorBoard files.
+predictive-control one, plus ``metrics.jsonl`` and TensorBoard files; ``best/`` is the
+model directory of the best validation so far (TD3's actor can get worse late in a run).
+``rl.goal_error``: actor and critics see the goal minus the effector instead of the goal.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,8 @@ from tqdm.auto import tqdm
 from ..classical import OperationalSpacePD
 from ..config import ExperimentConfig
 from ..envs import make_batch
-from ..training.checkpoint import save_model
+from ..models.networks import policy_input
+from ..training.checkpoint import keep_best, save_model
 from ..training.trainer import io_spec_for
 from .guide import GuideSchedule
 from .networks import ActorPolicy, SpikingActor, build_actor
@@ -69,6 +73,7 @@ class RLTrainer:
         self.replay = TransitionReplay(min(r.replay_size, r.total_steps), self.obs_dim, self.act_dim)
         self.guide_schedule = GuideSchedule(r.guide_share, r.guide_decay_steps)
         self.guide = OperationalSpacePD(self.env) if (r.guide_share > 0 or r.bc_weight > 0) else None
+        self.goal_error = tuple(spec.effector) if r.goal_error else None
         self.env_steps = 0
 
     def guide_actions(self, obs: np.ndarray, goals: np.ndarray) -> np.ndarray:
@@ -89,7 +94,7 @@ class RLTrainer:
             slope = self.slopes.value(self.env_steps)
             if isinstance(self.actor, SpikingActor):
                 self.actor.set_slope(slope)
-            x = np.concatenate([obs, goals], -1).astype(np.float32)
+            x = policy_input(obs, goals, self.goal_error).astype(np.float32)
             guide = self.guide_actions(obs, goals) if self.guide is not None else None
             if t < guided:
                 action = guide
@@ -104,7 +109,7 @@ class RLTrainer:
             if not np.all(np.isfinite(reward)):
                 raise ValueError(f"non-finite reward at env step {self.env_steps}: {reward}")
             returns += reward
-            x_next = np.concatenate([obs, goals], -1).astype(np.float32)
+            x_next = policy_input(obs, goals, self.goal_error).astype(np.float32)
             self.replay.add(x, action, reward, x_next, np.zeros(env.num_envs), guide)
             self.env_steps += env.num_envs
             if self.env_steps >= r.start_steps:
@@ -125,6 +130,13 @@ class RLTrainer:
                 out[f"firing/layer{i + 1}_spikes_per_step"] = float(rate)
         return out
 
+    def policy(self) -> ActorPolicy:
+        """The actor as the model directory's policy."""
+        return ActorPolicy(self.actor, self.goal_error)
+
+    def save(self, directory: Path) -> None:
+        save_model(directory, None, self.policy(), io_spec_for(self.config, self.env.spec), self.config)
+
     def validate(self) -> dict[str, float]:
         from ..training.collect import rollout
         from ..training.evaluate import heldout_tasks
@@ -132,7 +144,7 @@ class RLTrainer:
         env = make_batch(self.config.task, self.config.rl.eval_episodes, self.config.env)
         try:
             starts, goals = heldout_tasks(env, env.num_envs, VALIDATION_SET)
-            final = rollout(env, ActorPolicy(self.actor), starts, goals).obs[:, -1]
+            final = rollout(env, self.policy(), starts, goals).obs[:, -1]
             return {"validation/success_rate": float(np.mean(env.success(final, goals))),
                     "validation/final_distance_median": float(np.median(env.distance(final, goals)))}
         finally:
@@ -145,6 +157,7 @@ class RLTrainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
         (self.run_dir / "metrics.jsonl").write_text("")  # a run starts afresh (TD3 runs do not resume)
+        shutil.rmtree(self.run_dir / "best", ignore_errors=True)  # so is its best checkpoint
         writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         bar = tqdm(total=r.total_steps, disable=not progress, unit="step",
                    desc=f"td3 {self.config.task}/{r.actor}/{r.target}")
@@ -161,8 +174,9 @@ class RLTrainer:
                     writer.add_scalar(key, value, self.env_steps)
                 with open(self.run_dir / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps({"env_steps": self.env_steps, **metrics}) + "\n")
-                save_model(self.run_dir, None, ActorPolicy(self.actor), io_spec_for(self.config, self.env.spec),
-                           self.config)
+                self.save(self.run_dir)
+                if "validation/success_rate" in metrics:
+                    keep_best(self.run_dir, metrics, {"env_steps": self.env_steps}, self.save)
                 bar.update(self.env_steps - before)
                 bar.set_postfix(ret=f"{metrics['charts/episode_return']:.3g}")
                 last = metrics

@@ -52,6 +52,26 @@ def save_model(directory: Path, predictor, policy, io_spec: IOSpec, config: conf
                        lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
 
 
+def keep_best(run_dir: Path, metrics: dict[str, float], position: dict[str, int], save) -> bool:
+    """Keep the checkpoint of the best validation so far (success, then median final
+    distance) as the model directory ``run_dir/best/``, with the run's metrics up to it and
+    ``best.json`` (``position``, e.g. the iteration, and the validation figures).
+    ``save(directory)`` writes the model directory. Validation goals are the trainer's own,
+    never the held-out ones, so picking on them leaves the held-out evaluation honest.
+    Returns whether this checkpoint became the best."""
+    best = Path(run_dir) / "best"
+    score = [metrics["validation/success_rate"], -metrics["validation/final_distance_median"]]
+    record = best / "best.json"
+    if record.exists() and json.loads(record.read_text())["score"] >= score:
+        return False
+    save(best)
+    metrics_text = (Path(run_dir) / "metrics.jsonl").read_bytes()
+    atomic_write_bytes(best / "metrics.jsonl", lambda p: p.write_bytes(metrics_text))
+    summary = {**position, "score": score, **{k: v for k, v in metrics.items() if k.startswith("validation/")}}
+    atomic_write_bytes(record, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    return True
+
+
 def networks_for(config, spec) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Untrained predictor and policy for ``config`` on a task of I/O ``spec``, with the
     task's kinematic layout when the config asks for the kinematic prior."""
@@ -92,7 +112,8 @@ def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = Non
 
         expected = {"policy"}
         predictor = None
-        policy = ActorPolicy(build_actor(config.rl, spec.obs_dim + spec.goal_dim, spec.act_dim))
+        policy = ActorPolicy(build_actor(config.rl, spec.obs_dim + spec.goal_dim, spec.act_dim),
+                             tuple(spec.effector) if config.rl.goal_error else None)
     else:
         expected = {"predictor", "policy"}
         predictor, policy = networks_for(config, spec)

@@ -31,7 +31,7 @@ from ..config import ExperimentConfig
 from ..envs import make_batch
 from ..models import IOSpec, spiking_nets
 from ..spiking import fused
-from .checkpoint import atomic_write_bytes, networks_for, save_model
+from .checkpoint import atomic_write_bytes, keep_best, networks_for, save_model
 from .collect import rollout
 from .replay import EpisodicReplay
 from .updates import activity_penalty, make_optimizer, policy_step, predictor_step  # noqa: F401 (re-exported)
@@ -219,22 +219,10 @@ class Trainer:
         atomic_write_bytes(self.run_dir / "replay.npz", self.replay.save)
 
     def _keep_best(self, metrics: dict[str, float]) -> None:
-        """Keep the checkpoint of the best validation so far (success, then median final
-        distance) as the model directory ``best/``, with the metrics up to it and
-        ``best.json``. Validation goals are the trainer's own, never the held-out ones, so
-        picking on them leaves the held-out evaluation honest; a policy trained through a
-        learned model can get worse late in a run (docs/training.md)."""
-        best = self.run_dir / "best"
-        score = [metrics["validation/success_rate"], -metrics["validation/final_distance_median"]]
-        record = best / "best.json"
-        if record.exists() and json.loads(record.read_text())["score"] >= score:
-            return
-        save_model(best, self.predictor, self.policy, self.io_spec, self.config)
-        metrics_text = (self.run_dir / "metrics.jsonl").read_bytes()
-        atomic_write_bytes(best / "metrics.jsonl", lambda p: p.write_bytes(metrics_text))
-        summary = {"iteration": self.iteration, "score": score,
-                   **{k: v for k, v in metrics.items() if k.startswith("validation/")}}
-        atomic_write_bytes(record, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+        """``best/``: a policy trained through a learned model can get worse late in a run
+        (docs/training.md)."""
+        keep_best(self.run_dir, metrics, {"iteration": self.iteration},
+                  lambda d: save_model(d, self.predictor, self.policy, self.io_spec, self.config))
 
     def _resume(self) -> None:
         path = self.run_dir / "train_state.pt"
