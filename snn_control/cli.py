@@ -105,7 +105,8 @@ def cmd_rl_experiment(args: argparse.Namespace) -> int:
     results = run_experiment(args.name, seeds=args.seeds, workers=args.workers,
                              runs_root=Path(args.runs) if args.runs else RUNS_ROOT, extra=tuple(args.set))
     for v in results["variants"].values():
-        print(f"{v['label']}: {results['score_label']} {v['mean']:.1f} +- {v['std']:.1f} over {v['seeds']} seeds")
+        f = ".1f" if abs(v["mean"]) >= 10 else ".3f"  # returns vs success rates
+        print(f"{v['label']}: {results['score_label']} {v['mean']:{f}} +- {v['std']:{f}} over {v['seeds']} seeds")
     print(f"wall time {results['wall_s'] / 60:.1f} min (runs' training time / {results['workers']} workers); wrote results/rl/{args.name}.json, "
           f"results/rl/{args.name}_curves.png, results/rl/summary.json and the table in docs/rl.md")
     return 0
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one node parameter, e.g. snn_controller:control_rate_hz:=50.0")
     p.set_defaults(func=cmd_bringup)
     p = sub.add_parser("rl-experiment", help="run an RL experiment of docs/rl.md (all variants x seeds), write results/rl/")
-    p.add_argument("name", help="experiment: idp")
+    p.add_argument("name", help="experiment: idp, reacher or slopes")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="training processes at a time")
     p.add_argument("--runs", default=None,

@@ -204,6 +204,10 @@ def test_goal_error_actor_sees_goal_minus_effector_and_best_checkpoint_is_kept(t
                                       (r["validation/success_rate"], r["validation/final_distance_median"]) ==
                                       (best_row["validation/success_rate"], best_row["validation/final_distance_median"]))
     load_model(tmp_path / "best")  # a model directory of its own
+    from snn_control.rl.experiments import evaluate_held_out
+
+    held = evaluate_held_out(tmp_path)  # an experiment evaluates the best checkpoint, and says so
+    assert held["checkpoint"] == f"best validation, env step {record['env_steps']}" and held["episodes"] == 256
 
 
 def test_rl_config_errors_name_the_key():
@@ -327,5 +331,33 @@ def test_reach_experiment_reports_held_out_success_beside_predictive_control(tmp
     summary = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert summary["reacher_best_rl_snn_success_rate"] == pytest.approx(0.95)  # the best variant's best run
     table = X.rl_table(tmp_path / "results")
-    assert "| reacher | SNN TD3, proxy + guide (jump-start, BC) + slope 2->100 | 92.5% ± 2.5%; 95.0% |" in table
+    assert "| reacher | SNN TD3, proxy + guide (jump-start, BC), fixed k=5 | 92.5% ± 2.5%; 95.0% |" in table
     assert "| reacher | predictive control, `models/reacher_snn` (shipped) | 95.3% |" in table
+
+
+def test_slope_study_reports_transitions_to_the_threshold(tmp_path):
+    from snn_control.rl import experiments as X
+
+    exp = X.EXPERIMENTS["slopes"]
+    curves = {"k100": [[0.1, 0.2], [0.3, 0.4]], "k2": [[0.4, 0.6], [0.5, 0.7]],  # k100 never reaches 0.5
+              "scheduled": [[0.6, 0.8], [0.2, 0.55]], "adaptive": [[0.1, 0.5], [0.5, 0.9]]}
+    for name, per_seed in curves.items():
+        for seed, rates in enumerate(per_seed):
+            run = tmp_path / "slopes" / f"{name}_seed{seed}"
+            run.mkdir(parents=True)
+            run.joinpath("metrics.jsonl").write_text("".join(json.dumps(
+                {"env_steps": 3200 * (i + 1), "validation/success_rate": r, "time/elapsed_s": 60.0 * (i + 1)}) + "\n"
+                for i, r in enumerate(rates)))
+    results = X.summarise(exp, 2, tmp_path, 60.0, "cmd")
+    v = results["variants"]
+    assert v["k100"]["threshold_reached"] == 0 and v["k100"]["steps_to_threshold_mean"] is None
+    assert v["k2"]["steps_to_threshold_mean"] == pytest.approx((6400 + 3200) / 2)  # 0.5 counts as reached
+    assert v["scheduled"]["runs"][1]["steps_to_threshold"] == 6400
+    assert v["adaptive"]["runs"][0]["wall_s_to_threshold"] == pytest.approx(120.0)
+    X.write_results(exp, results, tmp_path / "results", None)
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert summary["slopes_k2_steps_to_half_success_mean"] == pytest.approx(4800.0)
+    assert summary["slopes_k100_steps_to_half_success_mean"] is None
+    table = X.rl_table(tmp_path / "results")
+    assert "| slopes | fixed k=100 | 0/2 (validation/success_rate >= 0.5) | not within 6,400 | n/a |" in table
+    assert "| slopes | fixed k=2 | 2/2 (validation/success_rate >= 0.5) | 4,800 ± 1,600 | 1.5 min |" in table

@@ -46,6 +46,7 @@ class Experiment:
     held_out: bool = False  # reach task: each finished run (a model directory) is evaluated on
     # the full held-out goal set, as `snn-control eval` does, and shown beside `reference`
     reference: str | None = None  # a shipped predictive-control model directory
+    threshold: float | None = None  # report when each run's score first reaches this
 
 
 EXPERIMENTS = {
@@ -62,14 +63,28 @@ EXPERIMENTS = {
                       "idp_proxy_lif_return_std": ("proxy_lif", "std")}),
     "reacher": Experiment(
         "reacher", "planar reacher, 1e5 transitions: spiking TD3 against the shipped predictive-control SNN",
-        (Variant("td3_proxy", "SNN TD3, proxy target, fixed k=10", "config/reacher_td3.yaml",
-                 ("rl.guide_share=0.0", "rl.bc_weight=0.0", "rl.slope_schedule=fixed", "rl.slope=10.0")),
-         Variant("td3_proxy_guided", "SNN TD3, proxy + guide (jump-start, BC) + slope 2->100", "config/reacher_td3.yaml")),
+        (Variant("td3_proxy", "SNN TD3, proxy target, fixed k=5 (no guide)", "config/reacher_td3.yaml",
+                 ("rl.guide_share=0.0", "rl.bc_weight=0.0")),
+         Variant("td3_proxy_guided", "SNN TD3, proxy + guide (jump-start, BC), fixed k=5", "config/reacher_td3.yaml")),
         score="validation/success_rate", score_label="best validation success",
         summary_keys={"reacher_best_rl_snn_success_rate": ("*", "heldout_success_best"),
                       "reacher_td3_proxy_success_rate_mean": ("td3_proxy", "heldout_success_mean"),
                       "reacher_td3_guided_success_rate_mean": ("td3_proxy_guided", "heldout_success_mean")},
         held_out=True, reference="models/reacher_snn"),
+    "slopes": Experiment(
+        "slopes", "planar reacher, guided SNN TD3, 3e4 transitions: surrogate slope k (seed 002)",
+        tuple(Variant(name, label, "config/reacher_td3.yaml", ("rl.total_steps=30000", "rl.eval_every=3200", *o))
+              for name, label, o in (
+                  ("k100", "fixed k=100", ("rl.slope_schedule=fixed", "rl.slope=100.0")),
+                  ("k2", "fixed k=2", ("rl.slope_schedule=fixed", "rl.slope=2.0")),
+                  ("scheduled", "scheduled k 2->100", ("rl.slope_schedule=scheduled",)),
+                  ("adaptive", "adaptive k 2->100 (return -60 -> -20)",
+                   ("rl.slope_schedule=adaptive", "rl.adaptive_return_low=-60.0",
+                    "rl.adaptive_return_high=-20.0")))),
+        score="validation/success_rate", score_label="best validation success",
+        summary_keys={f"slopes_{name}_steps_to_half_success_mean": (name, "steps_to_threshold_mean")
+                      for name in ("k100", "k2", "scheduled", "adaptive")},
+        threshold=0.5),
 }
 
 
@@ -140,12 +155,19 @@ def run_experiment(name: str, seeds: int = 3, workers: int = 2, runs_root: Path 
 
 def evaluate_held_out(run_dir: Path) -> dict:
     """``snn-control eval`` of a finished run on the full held-out set, cached as
-    ``run_dir/heldout.json``."""
+    ``run_dir/heldout.json``: its best-validation checkpoint ``best/`` where the run kept
+    one (picked on the trainer's validation goals, never the held-out ones), else its
+    final one. The JSON's ``checkpoint`` says which."""
     from ..training.evaluate import evaluate, write_eval
 
     path = run_dir / "heldout.json"
     if not path.exists():
-        write_eval(evaluate(run_dir), path)
+        model = run_dir / "best" if (run_dir / "best" / "best.json").exists() else run_dir
+        result = evaluate(model)
+        result["checkpoint"] = ("best validation, env step "
+                                f"{json.loads((model / 'best.json').read_text())['env_steps']}"
+                                if model != run_dir else "final")
+        write_eval(result, path)
     return json.loads(path.read_text())
 
 
@@ -167,16 +189,26 @@ def summarise(exp: Experiment, seeds: int, runs_root: Path, wall_s: float, comma
                    "env_steps": int(rows[-1]["env_steps"]),
                    "train_wall_s": float(rows[-1].get("time/elapsed_s", float("nan"))),
                    "curve": [[int(r["env_steps"]), float(r[exp.score])] for r in rows]}
+            if exp.threshold is not None:
+                reached = [r for r in rows if r[exp.score] >= exp.threshold]
+                run["steps_to_threshold"] = int(reached[0]["env_steps"]) if reached else None
+                run["wall_s_to_threshold"] = float(reached[0]["time/elapsed_s"]) if reached else None
             heldout = runs_root / exp.name / f"{v.name}_seed{seed}" / "heldout.json"
             if exp.held_out and heldout.exists():
                 e = json.loads(heldout.read_text())
                 run["heldout"] = {k: e[k] for k in ("episodes", "success_rate", "final_distance_median_m",
                                                     "final_distance_p90_m", "parameters")}
+                run["heldout"]["checkpoint"] = e.get("checkpoint", "final")
             runs.append(run)
         best = np.array([r["best"] for r in runs])
         entry = {"label": v.label, "config": v.config, "overrides": list(v.overrides), "runs": runs,
                  "seeds": len(runs), "mean": float(best.mean()) if len(best) else None,
                  "std": float(best.std()) if len(best) else None}
+        if exp.threshold is not None:
+            steps = np.array([r["steps_to_threshold"] for r in runs if r["steps_to_threshold"] is not None])
+            entry.update(threshold=exp.threshold, threshold_reached=len(steps),
+                         steps_to_threshold_mean=float(steps.mean()) if len(steps) else None,
+                         steps_to_threshold_std=float(steps.std()) if len(steps) else None)
         success = np.array([r["heldout"]["success_rate"] for r in runs if "heldout" in r])
         if len(success):
             median = np.array([r["heldout"]["final_distance_median_m"] for r in runs if "heldout" in r])
@@ -248,6 +280,8 @@ def rl_table(results_root: Path = REPO_ROOT / "results" / "rl") -> str:
     predictive-control reference."""
     lines = ["| experiment | variant | seeds | headline (best per run, mean ± std) | per seed | "
              "train wall time per run | experiment wall time (runs / workers) |", "|---|---|---|---|---|---|---|"]
+    threshold = ["", "| experiment | variant | seeds reaching the threshold | transitions to it (mean ± std) | "
+                 "wall time to it (mean) |", "|---|---|---|---|---|"]
     reach = ["", "| experiment | controller | held-out success (mean ± std over seeds; best) | median final "
              "distance | parameters | environment transitions | train wall time |", "|---|---|---|---|---|---|---|"]
     for path in sorted(results_root.glob("*.json")):
@@ -264,6 +298,13 @@ def rl_table(results_root: Path = REPO_ROOT / "results" / "rl") -> str:
             lines.append(f"| {res['experiment']} | {v['label']} | {v['seeds']} | "
                          f"{res['score_label']} {v['mean']:{f}} ± {v['std']:{f}} | {per_seed} | {wall:.1f} min | "
                          f"{res['wall_s'] / 60:.0f} min, {res['workers']} runs at a time (`{res['command']}`) |")
+            if "threshold" in v:
+                done = [r for r in v["runs"] if r["steps_to_threshold"] is not None]
+                steps = (f"{v['steps_to_threshold_mean']:,.0f} ± {v['steps_to_threshold_std']:,.0f}" if done
+                         else f"not within {v['runs'][0]['env_steps']:,}")
+                to_it = f"{np.mean([r['wall_s_to_threshold'] for r in done]) / 60:.1f} min" if done else "n/a"
+                threshold.append(f"| {res['experiment']} | {v['label']} | {len(done)}/{v['seeds']} "
+                                 f"({res['score']} >= {v['threshold']}) | {steps} | {to_it} |")
             if "heldout_success_mean" in v:
                 reach_rows.append(
                     f"| {res['experiment']} | {v['label']} | {v['heldout_success_mean']:.1%} ± "
@@ -277,7 +318,7 @@ def rl_table(results_root: Path = REPO_ROOT / "results" / "rl") -> str:
                               f"{ref['success_rate']:.1%} | {ref['final_distance_median_m']:.4f} | "
                               f"{ref['parameters']:,} | {ref['env_steps']:,} | {wall} |")
         reach += reach_rows
-    return "\n".join(lines + (reach if len(reach) > 3 else []))
+    return "\n".join(lines + (threshold if len(threshold) > 3 else []) + (reach if len(reach) > 3 else []))
 
 
 def update_docs_table(docs: Path, results_root: Path) -> None:
