@@ -7,6 +7,7 @@
     snn-control fit-predictor RUN_DIR [--updates N] [--every K] [--set KEY=VALUE ...]
     snn-control rl-experiment NAME [--seeds N] [--workers W] [--set KEY=VALUE ...]
     snn-control rl-table
+    snn-control rl-imitation [--steps N] [--variants A,B] [--out PATH]
     snn-control finetune MODEL_DIR BAG [BAG ...] [--out ROOT] [--set KEY=VALUE ...] [--env KEY=VALUE ...]
     snn-control bringup [--goals N] [--checkpoint DIR] [--no-sim] [--record] [--finetune]
                         [--set NODE:NAME:=VALUE ...]
@@ -96,6 +97,18 @@ def cmd_results_table(args: argparse.Namespace) -> int:
 
     dirs = [Path(d) for d in args.model_dirs] or sorted((REPO_ROOT / "models").glob("*/"))
     print(results_table(dirs))
+    return 0
+
+
+def cmd_rl_imitation(args: argparse.Namespace) -> int:
+    from .rl.imitation import VARIANTS, imitation_study
+
+    variants = args.variants.split(",") if args.variants else list(VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
+    imitation_study(variants, steps=args.steps, out=Path(args.out))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -239,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run (e.g. rl.total_steps=2000 for a smoke test)")
     p.set_defaults(func=cmd_rl_experiment)
+    p = sub.add_parser("rl-imitation", help="how well each TD3 actor variant clones the classical guide (docs/rl.md)")
+    p.add_argument("--steps", type=int, default=3000, help="Adam steps per variant")
+    p.add_argument("--variants", default=None, help="comma-separated (default: all of snn_control/rl/imitation.py)")
+    p.add_argument("--out", default="results/rl/imitation.json")
+    p.set_defaults(func=cmd_rl_imitation)
     p = sub.add_parser("rl-table", help="regenerate the results table in docs/rl.md from results/rl/*.json")
     p.set_defaults(func=cmd_rl_table)
     p = sub.add_parser("fit-predictor", help="fit a fresh predictor to a training run's replay; "

@@ -361,3 +361,17 @@ def test_slope_study_reports_transitions_to_the_threshold(tmp_path):
     table = X.rl_table(tmp_path / "results")
     assert "| slopes | fixed k=100 | 0/2 (validation/success_rate >= 0.5) | not within 6,400 | n/a |" in table
     assert "| slopes | fixed k=2 | 2/2 (validation/success_rate >= 0.5) | 4,800 ± 1,600 | 1.5 min |" in table
+
+
+def test_imitation_check_fits_the_guide():
+    from snn_control.config import load
+    from snn_control.rl.imitation import CONFIG, guide_data, imitate
+
+    cfg = load(CONFIG)
+    data = guide_data(cfg.task, cfg.env, copies=16, episodes=1, noise=0.3, seed=0)
+    assert data[0].shape == (16 * 200, 8) and data[2].shape == (16 * 200, 2)
+    assert np.all(np.abs(data[2]) <= 1.0)
+    untrained = imitate("snn_k5_goal_error", data, steps=0, test=500, validation_goals=4)
+    fitted = imitate("snn_k5_goal_error", data, steps=150, test=500, validation_goals=4)
+    assert fitted["test_mse"] < 0.7 * untrained["test_mse"]
+    assert 0.0 <= fitted["validation_success_rate"] <= 1.0 and fitted["overrides"] == ["rl.slope=5.0", "rl.goal_error=true"]
