@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one node parameter, e.g. snn_controller:control_rate_hz:=50.0")
     p.set_defaults(func=cmd_bringup)
     p = sub.add_parser("rl-experiment", help="run an RL experiment of docs/rl.md (all variants x seeds), write results/rl/")
-    p.add_argument("name", help="experiment: idp, reacher or slopes")
+    p.add_argument("name", help="experiment: idp, reacher, slopes or panda")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="training processes at a time")
     p.add_argument("--runs", default=None,

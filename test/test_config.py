@@ -15,6 +15,13 @@ def test_shipped_configs_load():
         assert cfg.task in ("reacher", "panda")
 
 
+def test_td3_configs_load_and_panda_td3_flies_the_panda_snn_env():
+    for name in ("reacher_td3", "panda_td3"):
+        assert C.load(f"config/{name}.yaml").algorithm == "td3"
+    # the Panda TD3 actor is compared with panda_snn on the same held-out goals: same arm
+    assert C.load("config/panda_td3.yaml").env == C.load("config/panda_snn.yaml").env
+
+
 def test_unknown_key_is_named(tmp_path):
     path = _write(tmp_path, "task: reacher\nmodel:\n  hiden: 12\n")
     with pytest.raises(C.ConfigError, match=r"cfg.yaml.model: unknown key\(s\) \['hiden'\]"):

@@ -71,6 +71,16 @@ EXPERIMENTS = {
                       "reacher_td3_proxy_success_rate_mean": ("td3_proxy", "heldout_success_mean"),
                       "reacher_td3_guided_success_rate_mean": ("td3_proxy_guided", "heldout_success_mean")},
         held_out=True, reference="models/reacher_snn"),
+    "panda": Experiment(
+        "panda", "PyBullet Panda reach, 6e4 transitions: spiking TD3 against the shipped predictive-control SNN",
+        (Variant("td3_proxy", "SNN TD3, proxy target, fixed k=5 (no guide)", "config/panda_td3.yaml",
+                 ("rl.guide_share=0.0", "rl.bc_weight=0.0")),
+         Variant("td3_proxy_guided", "SNN TD3, proxy + guide (jump-start, BC), fixed k=5", "config/panda_td3.yaml")),
+        score="validation/success_rate", score_label="best validation success",
+        summary_keys={"panda_best_rl_snn_success_rate": ("*", "heldout_success_best"),
+                      "panda_td3_proxy_success_rate_mean": ("td3_proxy", "heldout_success_mean"),
+                      "panda_td3_guided_success_rate_mean": ("td3_proxy_guided", "heldout_success_mean")},
+        held_out=True, reference="models/panda_snn"),
     "slopes": Experiment(
         "slopes", "planar reacher, guided SNN TD3, 3e4 transitions: surrogate slope k (seed 002)",
         tuple(Variant(name, label, "config/reacher_td3.yaml", ("rl.total_steps=30000", "rl.eval_every=3200", *o))
