@@ -62,7 +62,7 @@ EXPERIMENTS = {
                       "idp_proxy_lif_return_mean": ("proxy_lif", "mean"),
                       "idp_proxy_lif_return_std": ("proxy_lif", "std")}),
     "reacher": Experiment(
-        "reacher", "planar reacher, 1e5 transitions: spiking TD3 against the shipped predictive-control SNN",
+        "reacher", "planar reacher, 6e4 transitions: spiking TD3 against the shipped predictive-control SNN",
         (Variant("td3_proxy", "SNN TD3, proxy target, fixed k=5 (no guide)", "config/reacher_td3.yaml",
                  ("rl.guide_share=0.0", "rl.bc_weight=0.0")),
          Variant("td3_proxy_guided", "SNN TD3, proxy + guide (jump-start, BC), fixed k=5", "config/reacher_td3.yaml")),
