@@ -16,8 +16,6 @@ recomputed from the saved state rather than stored):
     gI  = (gI' + (1 - b_mem) gUp) * b_syn ,  g drive = gI' + (1 - b_mem) gUp
     gU  = b_mem gUp ,  gA = b_ada gA' - xi gv [ALIF]
     g b_syn = sum_B (g drive) I ,  g b_mem = sum_B gUp (U - I') ,  g b_ada = sum_B gA' A
-
-(the kernel returns the terms of the three sums; ``FusedNeuronStep.backward`` sums them).
 """
 
 from __future__ import annotations
@@ -60,11 +58,10 @@ def _backward(g_current, g_voltage, g_adaptation, g_spikes, current, voltage, ad
     g_adapt_in = beta_ada * g_adaptation - xi * g_v if xi else g_adaptation
     if not decay_grads:  # frozen time constants (e.g. the predictor during policy updates)
         return g_drive, beta_syn * g_drive, beta_mem * g_pre, g_adapt_in, None, None, None
-    # Per-element terms of the decay gradients; the caller sums them over the batch. A
-    # batch reduction inside the compiled kernel cost more than the rest of the backward
-    # (about 0.9 vs 1.3 ms at 256 x 512 here); torch's own sum(0) afterwards costs ~0.1 ms.
-    return (g_drive, beta_syn * g_drive, beta_mem * g_pre, g_adapt_in, g_drive * current,
-            g_pre * (voltage - new_current), g_adaptation * adaptation if xi else None)
+    g_beta_syn = (g_drive * current).sum(0)
+    g_beta_mem = (g_pre * (voltage - new_current)).sum(0)
+    g_beta_ada = (g_adaptation * adaptation).sum(0) if xi else torch.zeros_like(beta_ada)
+    return g_drive, beta_syn * g_drive, beta_mem * g_pre, g_adapt_in, g_beta_syn, g_beta_mem, g_beta_ada
 
 
 _kernels = {"forward": _forward, "backward": _backward}
@@ -120,8 +117,4 @@ class FusedNeuronStep(torch.autograd.Function):
         grads = _kernels["backward"](g_current, g_voltage, g_adaptation, g_spikes, current, voltage,
                                      adaptation, new_current, beta_syn, beta_mem, beta_ada,
                                      ctx.xi, ctx.kind, ctx.slope, decay_grads)
-        if decay_grads:
-            g_syn, g_mem, g_ada = grads[4:]
-            grads = (*grads[:4], g_syn.sum(0), g_mem.sum(0),
-                     g_ada.sum(0) if g_ada is not None else torch.zeros_like(beta_ada))
         return (*grads, None, None)
