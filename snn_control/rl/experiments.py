@@ -49,6 +49,21 @@ class Experiment:
     threshold: float | None = None  # report when each run's score first reaches this
 
 
+def _reach_experiment(task: str, title: str, config: str, reference: str) -> Experiment:
+    """Spiking TD3 with and without the classical guide on a reach task, each run's best
+    checkpoint held out beside the shipped predictive-control model ``reference``."""
+    return Experiment(
+        task, f"{title}, 6e4 transitions: spiking TD3 against the shipped predictive-control SNN",
+        (Variant("td3_proxy", "SNN TD3, proxy target, fixed k=5 (no guide)", config,
+                 ("rl.guide_share=0.0", "rl.bc_weight=0.0")),
+         Variant("td3_proxy_guided", "SNN TD3, proxy + guide (jump-start, BC), fixed k=5", config)),
+        score="validation/success_rate", score_label="best validation success",
+        summary_keys={f"{task}_best_rl_snn_success_rate": ("*", "heldout_success_best"),
+                      f"{task}_td3_proxy_success_rate_mean": ("td3_proxy", "heldout_success_mean"),
+                      f"{task}_td3_guided_success_rate_mean": ("td3_proxy_guided", "heldout_success_mean")},
+        held_out=True, reference=reference)
+
+
 EXPERIMENTS = {
     "idp": Experiment(
         "idp", "MuJoCo InvertedDoublePendulum-v5, 5e4 transitions (seed 003's benchmark)",
@@ -61,26 +76,8 @@ EXPERIMENTS = {
                       "idp_polyak_lif_return_std": ("polyak_lif", "std"),
                       "idp_proxy_lif_return_mean": ("proxy_lif", "mean"),
                       "idp_proxy_lif_return_std": ("proxy_lif", "std")}),
-    "reacher": Experiment(
-        "reacher", "planar reacher, 6e4 transitions: spiking TD3 against the shipped predictive-control SNN",
-        (Variant("td3_proxy", "SNN TD3, proxy target, fixed k=5 (no guide)", "config/reacher_td3.yaml",
-                 ("rl.guide_share=0.0", "rl.bc_weight=0.0")),
-         Variant("td3_proxy_guided", "SNN TD3, proxy + guide (jump-start, BC), fixed k=5", "config/reacher_td3.yaml")),
-        score="validation/success_rate", score_label="best validation success",
-        summary_keys={"reacher_best_rl_snn_success_rate": ("*", "heldout_success_best"),
-                      "reacher_td3_proxy_success_rate_mean": ("td3_proxy", "heldout_success_mean"),
-                      "reacher_td3_guided_success_rate_mean": ("td3_proxy_guided", "heldout_success_mean")},
-        held_out=True, reference="models/reacher_snn"),
-    "panda": Experiment(
-        "panda", "PyBullet Panda reach, 6e4 transitions: spiking TD3 against the shipped predictive-control SNN",
-        (Variant("td3_proxy", "SNN TD3, proxy target, fixed k=5 (no guide)", "config/panda_td3.yaml",
-                 ("rl.guide_share=0.0", "rl.bc_weight=0.0")),
-         Variant("td3_proxy_guided", "SNN TD3, proxy + guide (jump-start, BC), fixed k=5", "config/panda_td3.yaml")),
-        score="validation/success_rate", score_label="best validation success",
-        summary_keys={"panda_best_rl_snn_success_rate": ("*", "heldout_success_best"),
-                      "panda_td3_proxy_success_rate_mean": ("td3_proxy", "heldout_success_mean"),
-                      "panda_td3_guided_success_rate_mean": ("td3_proxy_guided", "heldout_success_mean")},
-        held_out=True, reference="models/panda_snn"),
+    "reacher": _reach_experiment("reacher", "planar reacher", "config/reacher_td3.yaml", "models/reacher_snn"),
+    "panda": _reach_experiment("panda", "PyBullet Panda reach", "config/panda_td3.yaml", "models/panda_snn"),
     "slopes": Experiment(
         "slopes", "planar reacher, guided SNN TD3, 3e4 transitions: surrogate slope k (seed 002)",
         tuple(Variant(name, label, "config/reacher_td3.yaml", ("rl.total_steps=30000", "rl.eval_every=3200", *o))
