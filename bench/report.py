@@ -32,6 +32,15 @@ def tables(quick: bool) -> str:
                        f"{m['p999_us']:.0f} | {m['reference_p99_us']:.0f} | {m['speedup_p99']:.1f}x | "
                        f"{m['spikes_identical']} | {m['max_abs_output_diff']:.1e} |")
         out += ["", _source(r), ""]
+    r = _load("actor_step", quick)
+    if r:
+        out += ["### actor_step (a TD3 spiking actor, batch 1, one thread, one action)", "",
+                "| actor | layers | p50 us | p99 us | p99.9 us | reference p99 us | speedup p99 | spike counts identical | max action diff |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        out.append(f"| {r['actor']} | {' x '.join(map(str, r['layer_sizes']))}, T={r['timesteps']} | {r['p50_us']:.0f} | "
+                   f"{r['p99_us']:.0f} | {r['p999_us']:.0f} | {r['reference_p99_us']:.0f} | {r['speedup_p99']:.1f}x | "
+                   f"{r['spike_counts_identical']} | {r['max_abs_action_diff']:.1e} |")
+        out += ["", _source(r), ""]
     r = _load("train_step", quick)
     if r:
         out += ["### train_step (one update, the trainer's own code)", "",

@@ -375,3 +375,35 @@ def test_imitation_check_fits_the_guide():
     fitted = imitate("snn_k5_goal_error", data, steps=150, test=500, validation_goals=4)
     assert fitted["test_mse"] < 0.7 * untrained["test_mse"]
     assert 0.0 <= fitted["validation_success_rate"] <= 1.0 and fitted["overrides"] == ["rl.slope=5.0", "rl.goal_error=true"]
+
+
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+def test_fast_actor_matches_the_module_in_float64(neuron):
+    import copy
+
+    from snn_control.rl.fast_actor import FastSpikingActor
+    from snn_control.rl.networks import ActorPolicy, SpikingActor
+    from snn_control.runtime import FastPolicy
+
+    torch.manual_seed(0)
+    actor = SpikingActor(10, 2, hidden=(48, 32), pop=6, timesteps=5, neuron=neuron)
+    with torch.no_grad():  # an untrained actor barely fires past its first layer: drive it harder
+        for layer in actor.layers:
+            layer.input.weight.mul_(4.0)
+    ref = copy.deepcopy(actor).double().eval()
+    ref.count_spikes = True
+    fast = FastSpikingActor(actor)
+    x = np.random.default_rng(0).uniform(-1.2, 1.2, size=(200, 10))
+    with torch.no_grad():
+        wanted = ref(torch.as_tensor(x)).numpy()
+    got = np.stack([fast.act(row) for row in x])
+    np.testing.assert_allclose(got, wanted, rtol=0, atol=1e-12)
+    assert fast.spike_counts.tolist() == ref.spike_counts  # every layer's spikes, summed
+    assert min(fast.spike_counts) > 0 and 0 < fast.firing_rates_hz().max() <= 1000
+    # the controller's FastPolicy uses it for a TD3 model, goal error included
+    policy = ActorPolicy(actor, (0, 2))
+    fast_policy = FastPolicy(policy)
+    obs, goal = x[0, :8], x[0, 8:]
+    with torch.no_grad():
+        a, _, _ = copy.deepcopy(policy).double().step(torch.as_tensor(obs)[None], torch.as_tensor(goal)[None], None)
+    np.testing.assert_allclose(fast_policy.act(obs, goal), a[0].numpy(), atol=1e-12)

@@ -36,6 +36,22 @@ def test_shipped_model_and_its_eval_json(name):
         assert len(result["firing_rate_hz"]) == 4
 
 
+def test_shipped_td3_reacher_and_its_eval_json():
+    predictor, policy, spec, config = load_model(MODELS / "reacher_td3")
+    assert predictor is None and config.algorithm == "td3" and spec.task == "reacher"
+    shipped_config = C.load(Path("config") / "reacher_td3.yaml")
+    assert config.rl == shipped_config.rl and config.env == shipped_config.env  # seed aside
+    result = json.loads((MODELS / "reacher_td3" / "eval.json").read_text())
+    assert result["algorithm"] == "td3" and result["predictor"] is None
+    assert result["episodes"] == HELDOUT_EPISODES["reacher"] and result["parameters"] == parameter_count(policy)
+    assert sorted(result["firing_rate_hz"]) == ["policy.layer1", "policy.layer2", "policy.layer3"]
+    # the checkpoint the trainer kept as its best validation, at the step best.json names
+    best = json.loads((MODELS / "reacher_td3" / "best.json").read_text())
+    rows = [json.loads(line) for line in (MODELS / "reacher_td3" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["env_steps"] == best["env_steps"]
+    assert rows[-1]["validation/success_rate"] == best["validation/success_rate"]
+
+
 def test_panda_snn_uses_at_most_a_fifth_of_the_gru_parameters():
     snn = json.loads((MODELS / "panda_snn" / "eval.json").read_text())["parameters"]
     gru = json.loads((MODELS / "panda_gru" / "eval.json").read_text())["parameters"]

@@ -18,31 +18,44 @@ from ..spiking.fast import FastSpikingNet
 
 
 class FastPolicy:
-    """``act(obs (O,), goal (G,)) -> action (A,)`` in [-1, 1], one control step."""
+    """``act(obs (O,), goal (G,)) -> action (A,)`` in [-1, 1], one control step. A TD3
+    model's spiking actor runs on its own compiled path (:mod:`snn_control.rl.fast_actor`)."""
 
     def __init__(self, policy: nn.Module) -> None:
+        from ..rl.fast_actor import FastSpikingActor
+        from ..rl.networks import ActorPolicy, SpikingActor
+
         self.spiking = isinstance(policy, SpikingPolicy)
         self._goal_error = getattr(policy, "goal_error", None)
         self._net = FastSpikingNet(policy.net) if self.spiking else None
-        self._module = None if self.spiking else policy.eval()
+        self._actor = (FastSpikingActor(policy.actor) if isinstance(policy, ActorPolicy)
+                       and isinstance(policy.actor, SpikingActor) else None)
+        self._module = None if self.spiking or self._actor is not None else policy.eval()
         self._state = None
         self.reset()
 
     def reset(self) -> None:
         if self._net is not None:
             self._net.reset()
+        elif self._actor is not None:
+            self._actor.reset()
         else:
             self._state = self._module.initial_state(1, torch.zeros(1))
 
     def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
         if self._net is not None:
             return np.tanh(self._net.step(policy_input(obs, goal, self._goal_error)))
+        if self._actor is not None:
+            return self._actor.act(policy_input(np.asarray(obs, np.float64), np.asarray(goal, np.float64),
+                                                self._goal_error))
         with torch.no_grad():
             action, _, self._state = self._module.step(_row(obs), _row(goal), self._state)
         return action[0].double().numpy()
 
     def firing_rates_hz(self) -> np.ndarray:
         """Mean rate per spiking layer since reset (empty for a non-spiking policy)."""
+        if self._actor is not None:
+            return self._actor.firing_rates_hz()
         return self._net.firing_rates_hz() if self._net is not None else np.zeros(0)
 
 
