@@ -358,6 +358,7 @@ def test_slope_study_reports_transitions_to_the_threshold(tmp_path):
     summary = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert summary["slopes_k2_steps_to_half_success_mean"] == pytest.approx(4800.0)
     assert summary["slopes_k100_steps_to_half_success_mean"] is None
+    (tmp_path / "results" / "imitation.json").write_text(json.dumps({"results": []}))  # not an experiment
     table = X.rl_table(tmp_path / "results")
     assert "| slopes | fixed k=100 | 0/2 (validation/success_rate >= 0.5) | not within 6,400 | n/a |" in table
     assert "| slopes | fixed k=2 | 2/2 (validation/success_rate >= 0.5) | 4,800 ± 1,600 | 1.5 min |" in table

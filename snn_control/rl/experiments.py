@@ -291,8 +291,9 @@ def rl_table(results_root: Path = REPO_ROOT / "results" / "rl") -> str:
                  "wall time to it (mean) |", "|---|---|---|---|---|"]
     reach = ["", "| experiment | controller | held-out success (mean ± std over seeds; best) | median final "
              "distance | parameters | environment transitions | train wall time |", "|---|---|---|---|---|---|---|"]
-    for path in sorted(results_root.glob("*.json")):
-        if path.name == "summary.json":
+    for name in EXPERIMENTS:  # other JSON there (summary, imitation) is not an experiment's
+        path = results_root / f"{name}.json"
+        if not path.exists():
             continue
         res = json.loads(path.read_text())
         reach_rows = []
