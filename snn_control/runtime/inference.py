@@ -2,7 +2,8 @@
 
 :func:`fast_policy` and :func:`fast_predictor` wrap a trained module for stepping one
 control step at a time on numpy vectors. Spiking networks run on the compiled path of
-:mod:`snn_control.spiking.fast`; the non-spiking baselines (GRU, MLP) run their torch
+:mod:`snn_control.spiking.fast` (a TD3 model's spiking actor on
+:mod:`snn_control.rl.fast_actor`); the non-spiking baselines (GRU, MLP) run their torch
 modules without autograd. Both keep their own state; ``reset()`` starts a new episode
 (or follows a model swap).
 """
