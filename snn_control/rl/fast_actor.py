@@ -18,6 +18,7 @@ import numba
 import numpy as np
 import torch
 
+from ..spiking.fast import neurons_step
 from .networks import SpikingActor
 
 
@@ -40,6 +41,8 @@ def _act(x, centres, widths, w_in_t, biases, weights_t, beta_syn, beta_mem, beta
     voltage = [np.zeros(biases[l].shape[0]) for l in range(layers)]
     adaptation = [np.zeros(biases[l].shape[0]) for l in range(layers)]
     spikes = [np.zeros(biases[l].shape[0]) for l in range(layers)]
+    active = [np.zeros(biases[l].shape[0], np.int64) for l in range(layers)]
+    fired = np.zeros(layers, np.int64)
     out_counts = np.zeros(biases[layers - 1].shape[0])
     for _ in range(timesteps):
         for l in range(layers):
@@ -47,27 +50,12 @@ def _act(x, centres, widths, w_in_t, biases, weights_t, beta_syn, beta_mem, beta
                 drive = held.copy()
             else:  # spikes of layer l - 1 in this step: their rows of W^T
                 drive = biases[l].copy()
-                pre = spikes[l - 1]
                 w_t = weights_t[l - 1]
-                for j in range(pre.shape[0]):
-                    if pre[j] > 0.0:
-                        drive += w_t[j]
-            bs, bm, ba = beta_syn[l], beta_mem[l], beta_ada[l]
-            cur, vol, ada, s = current[l], voltage[l], adaptation[l], spikes[l]
-            for n in range(drive.shape[0]):
-                i = bs[n] * cur[n] + drive[n]
-                cur[n] = i
-                u = bm[n] * vol[n] + (1.0 - bm[n]) * i
-                if xi != 0.0:
-                    theta = 1.0 + xi * ada[n]
-                    fired = 1.0 if u - theta > 0.0 else 0.0
-                    vol[n] = u - theta * fired
-                    ada[n] = ba[n] * ada[n] + fired
-                else:
-                    fired = 1.0 if u - 1.0 > 0.0 else 0.0
-                    vol[n] = u - fired
-                s[n] = fired
-                counts[l] += fired
+                for a in range(fired[l - 1]):
+                    drive += w_t[active[l - 1][a]]
+            fired[l] = neurons_step(drive, current[l], voltage[l], adaptation[l], spikes[l], active[l],
+                                    beta_syn[l], beta_mem[l], beta_ada[l], xi)
+            counts[l] += fired[l]
         out_counts += spikes[layers - 1]
     act_dim, out_pop = decoder_w.shape
     action = np.empty(act_dim)

@@ -52,22 +52,8 @@ def _net_step(x, substeps, w_in, bias, ff_pre, ff_post_t, ff_dense_t, rec_pre, r
             if has_rec[l]:  # own spikes of the previous substep
                 _accumulate(active[l], n_active[l], rec_pre[l], rec_post_t[l], rec_dense_t[l],
                             lowrank, latent, drive)
-            fired = 0
-            for n in range(size):
-                i = beta_syn[l, n] * current[l, n] + drive[n]
-                current[l, n] = i
-                u = beta_mem[l, n] * voltage[l, n] + (1.0 - beta_mem[l, n]) * i
-                theta = 1.0 + xi * adaptation[l, n]
-                if u - theta > 0.0:
-                    voltage[l, n] = u - theta
-                    spikes[l, n] = 1.0
-                    active[l, fired] = n
-                    fired += 1
-                else:
-                    voltage[l, n] = u
-                    spikes[l, n] = 0.0
-                if xi != 0.0:
-                    adaptation[l, n] = beta_ada[l, n] * adaptation[l, n] + spikes[l, n]
+            fired = neurons_step(drive, current[l], voltage[l], adaptation[l], spikes[l], active[l],
+                                 beta_syn[l], beta_mem[l], beta_ada[l], xi)
             n_active[l] = fired
             counts[l] += fired
         # Leaky readout of the last layer's spikes.
@@ -81,6 +67,31 @@ def _net_step(x, substeps, w_in, bias, ff_pre, ff_post_t, ff_dense_t, rec_pre, r
         for m in range(output.shape[0]):
             readout_current[m] = readout_syn[m] * readout_current[m] + readout_scale * readout_drive[m]
             output[m] = readout_mem[m] * output[m] + (1.0 - readout_mem[m]) * readout_current[m]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def neurons_step(drive, current, voltage, adaptation, spikes, active, beta_syn, beta_mem, beta_ada,
+                 xi):  # pragma: no cover - compiled
+    """One substep of one population (1-D arrays, updated in place): the ALIF equations of
+    :mod:`.neurons` (LIF when ``xi`` is 0), in the same order. The neurons that fired are
+    listed in ``active``; returns how many."""
+    fired = 0
+    for n in range(drive.shape[0]):
+        i = beta_syn[n] * current[n] + drive[n]
+        current[n] = i
+        u = beta_mem[n] * voltage[n] + (1.0 - beta_mem[n]) * i
+        theta = 1.0 + xi * adaptation[n]
+        if u - theta > 0.0:
+            voltage[n] = u - theta
+            spikes[n] = 1.0
+            active[fired] = n
+            fired += 1
+        else:
+            voltage[n] = u
+            spikes[n] = 0.0
+        if xi != 0.0:
+            adaptation[n] = beta_ada[n] * adaptation[n] + spikes[n]
+    return fired
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
