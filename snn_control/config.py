@@ -246,6 +246,8 @@ def _validate(config: ExperimentConfig, where: str) -> None:
     for key in ("total_steps", "envs", "batch", "pop", "timesteps", "policy_delay", "eval_episodes"):
         if getattr(r, key) < 1:
             raise ConfigError(f"{where}.rl.{key}: must be >= 1")
+    if not r.updates_per_step > 0:
+        raise ConfigError(f"{where}.rl.updates_per_step: must be > 0 (fractions carry over), got {r.updates_per_step}")
     if m.kind not in ("snn", "gru"):
         raise ConfigError(f"{where}.model.kind: expected 'snn' or 'gru', got {m.kind!r}")
     if m.neuron not in ("alif", "lif"):

@@ -217,6 +217,8 @@ def test_rl_config_errors_name_the_key():
         C.load("config/reacher_td3.yaml", ["rl.learning_rate=0.1"])
     with pytest.raises(C.ConfigError, match="rl.target"):
         C.load("config/reacher_td3.yaml", ["rl.target=copy"])
+    with pytest.raises(C.ConfigError, match="rl.updates_per_step"):
+        C.load("config/idp_td3.yaml", ["rl.updates_per_step=0"])
 
 
 def test_a_guide_that_does_not_fit_the_env_is_refused(tmp_path):
@@ -295,6 +297,10 @@ def test_experiment_summary_and_table(tmp_path):
     assert results["variants"]["ann"]["std"] == pytest.approx(5.0)
     assert results["variants"]["proxy_lif"]["mean"] == pytest.approx(92.5)
     assert results["wall_s"] == pytest.approx(6 * 120.0 / 2)  # six runs of 2 min, two at a time
+    assert results["runs_total"] == 6 and results["runs_in_invocation"] == 0
+    assert X._experiment_wall(results) == "6 min estimated (sum of run times / 2 workers)"
+    whole = X.summarise(exp, 2, tmp_path / "runs", 600.0, "snn-control rl-experiment idp --seeds 2", 2, 6)
+    assert X._experiment_wall(whole) == "10 min measured, one invocation, 2 runs at a time"
     docs = tmp_path / "rl.md"
     docs.write_text(f"intro\n{X.TABLE_BEGIN}\nold\n{X.TABLE_END}\noutro\n")
     X.write_results(exp, results, tmp_path / "results", docs)
@@ -408,3 +414,54 @@ def test_fast_actor_matches_the_module_in_float64(neuron):
     with torch.no_grad():
         a, _, _ = copy.deepcopy(policy).double().step(torch.as_tensor(obs)[None], torch.as_tensor(goal)[None], None)
     np.testing.assert_allclose(fast_policy.act(obs, goal), a[0].numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+def test_actor_layer_by_layer_matches_stepping_every_layer_each_substep(neuron):
+    """The actor runs each layer over the whole window before the next one; in float64
+    that gives the same action and parameter gradients as stepping every layer once per
+    substep (the order seed 003 describes), within 1e-12 relative."""
+    torch.manual_seed(0)
+    actor = SpikingActor(5, 2, hidden=(32, 24), pop=6, timesteps=5, neuron=neuron).double()
+    with torch.no_grad():
+        for layer in actor.layers:
+            layer.input.weight.mul_(3.0)  # enough drive that every layer spikes
+    obs = torch.rand(16, 5, dtype=torch.float64) * 2 - 1
+
+    def stepped(a):
+        x = a.encoder(obs)
+        states = [layer.initial_state(obs.shape[0], obs) for layer in a.layers]
+        decays = [layer.decays() for layer in a.layers]
+        drive0, out = a.layers[0].input(x), 0.0
+        for _ in range(a.timesteps):
+            for i, layer in enumerate(a.layers):
+                drive = drive0 if i == 0 else layer.input(states[i - 1].spikes)
+                states[i] = layer.step(drive, states[i], decays[i])
+            out = out + states[-1].spikes
+        return torch.tanh(a.decoder(out / a.timesteps))
+
+    def grads(fn):
+        actor.zero_grad()
+        action = fn()
+        (action * torch.linspace(-1, 1, 32, dtype=torch.float64).view(16, 2)).sum().backward()
+        return action.detach(), {n: p.grad.clone() for n, p in actor.named_parameters() if p.grad is not None}
+
+    ref_action, ref = grads(lambda: stepped(actor))
+    action, got = grads(lambda: actor(obs))
+    assert all(float(r) > 0.01 for r in actor.last_rates)
+    assert torch.allclose(action, ref_action, rtol=0, atol=1e-14)
+    assert set(got) == set(ref) and "layers.1.input.weight" in got
+    for name in ref:
+        assert float((got[name] - ref[name]).norm() / ref[name].norm().clamp(min=1e-30)) < 1e-12, name
+
+
+def test_update_ratio_carries_fractions_over():
+    from snn_control.rl.td3 import UpdateRatio
+
+    half = UpdateRatio(0.5)
+    assert [half.due(1) for _ in range(6)] == [0, 1, 0, 1, 0, 1]
+    assert UpdateRatio(0.25).due(8) == 2 and UpdateRatio(1).due(1) == 1
+    tenth = UpdateRatio(0.1)
+    assert sum(tenth.due(1) for _ in range(100)) == 10
+    with pytest.raises(ValueError, match="positive"):
+        UpdateRatio(0)

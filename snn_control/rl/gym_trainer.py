@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..config import ExperimentConfig
 from ..envs.gym_task import make_gym_task
 from .networks import SpikingActor
-from .td3 import TransitionReplay
+from .td3 import TransitionReplay, UpdateRatio
 from .trainer import GuideError, build_agent
 
 EVAL_SEED = 1_000_000  # evaluation episodes start from seeds EVAL_SEED + i, never used in training
@@ -121,6 +121,7 @@ class GymTD3Trainer:
         start, next_eval, best = time.perf_counter(), r.eval_every, -np.inf
         obs, _ = self.env.reset(seed=int(self.rng.integers(2**31)))
         episode_return, returns, losses, out = 0.0, [], [], {}
+        ratio = UpdateRatio(r.updates_per_step)
         try:
             while self.env_steps < r.total_steps:
                 slope = self.slopes.value(self.env_steps)
@@ -147,7 +148,7 @@ class GymTD3Trainer:
                 if self.env_steps == r.start_steps:
                     self.scaler.fit(self.replay.obs[: self.replay.size])
                 if self.env_steps >= r.start_steps:
-                    for _ in range(max(1, round(r.updates_per_step))):
+                    for _ in range(ratio.due(1)):
                         losses.append(self._update())
                 bar.update(1)
                 if self.env_steps >= next_eval or self.env_steps >= r.total_steps:

@@ -64,26 +64,22 @@ class SpikingActor(nn.Module):
         self.surrogate.slope = float(slope)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = self.encoder(obs)
-        states = [layer.initial_state(obs.shape[0], obs) for layer in self.layers]
+        # Layer by layer over the whole window (there is no recurrence): one matmul per
+        # connection for all timesteps and one autograd node per layer's dynamics.
         decays = [layer.decays() for layer in self.layers]
-        drive0 = self.layers[0].input(x)  # the analog input is held: projected once
-        counts = [obs.new_zeros(()) for _ in self.layers]
-        out_spikes = 0.0
-        for _ in range(self.timesteps):
-            drive = drive0
-            for i, layer in enumerate(self.layers):
-                if i:
-                    drive = layer.input(states[i - 1].spikes)
-                states[i] = layer.step(drive, states[i], decays[i], fused=True)
-                counts[i] = counts[i] + states[i].spikes.detach().mean()
-                if self.count_spikes:
-                    self.spike_counts[i] += float(states[i].spikes.sum())
-            out_spikes = out_spikes + states[-1].spikes
-        self.last_rates = [c / self.timesteps for c in counts]
+        drive = self.layers[0].input(self.encoder(obs))  # the analog input is held: projected once
+        rates = []
+        for i, layer in enumerate(self.layers):
+            if i:
+                drive = layer.input(spikes)
+            spikes = layer.window(drive, self.timesteps, decays[i])  # (timesteps, B, N)
+            rates.append(spikes.detach().mean())
+            if self.count_spikes:
+                self.spike_counts[i] += float(spikes.sum())
+        self.last_rates = rates
         if self.count_spikes:
             self.counted_steps += self.timesteps * obs.shape[0]
-        return torch.tanh(self.decoder(out_spikes / self.timesteps))
+        return torch.tanh(self.decoder(spikes.mean(0)))
 
 
 def mlp(sizes, activation=nn.ReLU, out_activation=None) -> nn.Sequential:

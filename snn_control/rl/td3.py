@@ -80,6 +80,23 @@ class TransitionReplay:
                 ("obs", "actions", "rewards", "next_obs", "dones", "guide_actions")}
 
 
+class UpdateRatio:
+    """How many updates ``transitions`` new transitions owe at ``per_transition`` updates
+    each, the fraction carried over: 0.5 is one update every second transition (rounding
+    each call would give one per transition, or none)."""
+
+    def __init__(self, per_transition: float) -> None:
+        if not per_transition > 0:
+            raise ValueError(f"updates per transition must be positive, got {per_transition}")
+        self.per_transition, self.credit = float(per_transition), 0.0
+
+    def due(self, transitions: int) -> int:
+        self.credit += self.per_transition * transitions
+        count = int(self.credit + 1e-9)  # 0.1 * 10 sums to 0.9999999999999999
+        self.credit -= count
+        return count
+
+
 def polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters()):
@@ -138,7 +155,7 @@ class TD3:
         self.critic.requires_grad_(False)
         try:
             pi = self.actor(obs)
-            q = self.critic(obs, pi)[0]
+            q = self.critic.q1(torch.cat([obs, pi], -1)).squeeze(-1)  # TD3's actor loss uses Q1 only
             if s.bc_weight > 0:
                 guided = ~torch.isnan(batch["guide_actions"]).any(-1)
                 lam = 1.0 / q.abs().mean().detach().clamp_min(1e-6)

@@ -36,7 +36,7 @@ from ..training.trainer import io_spec_for
 from .guide import GuideSchedule
 from .networks import ActorPolicy, SpikingActor, build_actor
 from .slopes import make_slope_schedule
-from .td3 import TD3, TD3Settings, TransitionReplay
+from .td3 import TD3, TD3Settings, TransitionReplay, UpdateRatio
 
 VALIDATION_SET = 1  # held-out goal set for validation during training; eval reports set 0
 
@@ -71,6 +71,7 @@ class RLTrainer:
         self.obs_dim, self.act_dim = spec.obs_dim + spec.goal_dim, spec.act_dim
         self.actor, self.agent, self.slopes = build_agent(config, self.obs_dim, self.act_dim)
         self.replay = TransitionReplay(min(r.replay_size, r.total_steps), self.obs_dim, self.act_dim)
+        self.update_ratio = UpdateRatio(r.updates_per_step)
         self.guide_schedule = GuideSchedule(r.guide_share, r.guide_decay_steps)
         self.guide = OperationalSpacePD(self.env) if (r.guide_share > 0 or r.bc_weight > 0) else None
         self.goal_error = tuple(spec.effector) if r.goal_error else None
@@ -113,7 +114,7 @@ class RLTrainer:
             self.replay.add(x, action, reward, x_next, np.zeros(env.num_envs), guide)
             self.env_steps += env.num_envs
             if self.env_steps >= r.start_steps:
-                for _ in range(max(1, round(r.updates_per_step * env.num_envs))):
+                for _ in range(self.update_ratio.due(env.num_envs)):
                     losses.append(self.agent.update(self.replay.sample(self.rng, r.batch)))
         for ret in returns:
             self.slopes.observe_return(float(ret))

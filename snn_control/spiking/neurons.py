@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .connections import init_connection, make_connection
-from .fused import FusedNeuronStep
+from .fused import FusedNeuronStep, FusedNeuronWindow
 from .init import analog_input_std, spiking_input_std
 from .surrogate import Surrogate
 
@@ -163,6 +163,17 @@ class SpikingLayer(nn.Module):
         if self.recurrent is not None:
             drive = drive + self.recurrent(state.spikes)
         return neuron_step(drive, state, decays, self.xi, self.surrogate, fused)
+
+    def window(self, drive: torch.Tensor, steps: int, decays: Decays) -> torch.Tensor:
+        """Spikes ``(steps, B, N)`` of ``steps`` substeps from a fresh state, for ``drive``
+        per substep ``(steps, B, N)`` or held ``(B, N)``: :meth:`step` repeated, as one
+        autograd node (:class:`.fused.FusedNeuronWindow`). Feed-forward, frozen time
+        constants only."""
+        if self.recurrent is not None:
+            raise ValueError("window() needs a layer without recurrence; step it instead")
+        if any(d.requires_grad for d in decays) and torch.is_grad_enabled():
+            raise ValueError("window() has no time-constant gradients; build the layer with learn_tau=False")
+        return FusedNeuronWindow.apply(drive, steps, decays.syn, decays.mem, decays.ada, self.xi, self.surrogate)
 
 
 class ReadoutState(NamedTuple):
