@@ -67,9 +67,10 @@ def _reach_experiment(task: str, title: str, config: str, reference: str) -> Exp
 EXPERIMENTS = {
     "idp": Experiment(
         "idp", "MuJoCo InvertedDoublePendulum-v5, 5e4 transitions (seed 003's benchmark)",
-        (Variant("ann", "ANN TD3 (MLP 256-256)", "config/idp_td3.yaml", ("rl.actor=mlp", "rl.target=polyak")),
+        # Longest runs first (proxy ~2x Polyak ~3x ANN): two workers then finish together.
+        (Variant("proxy_lif", "SNN TD3, proxy target (LIF)", "config/idp_td3.yaml", ("rl.target=proxy",)),
          Variant("polyak_lif", "SNN TD3, Polyak target (LIF)", "config/idp_td3.yaml", ("rl.target=polyak",)),
-         Variant("proxy_lif", "SNN TD3, proxy target (LIF)", "config/idp_td3.yaml", ("rl.target=proxy",))),
+         Variant("ann", "ANN TD3 (MLP 256-256)", "config/idp_td3.yaml", ("rl.actor=mlp", "rl.target=polyak"))),
         score="eval/return_mean", score_label="max average return",
         summary_keys={"idp_ann_return_mean": ("ann", "mean"), "idp_ann_return_std": ("ann", "std"),
                       "idp_polyak_lif_return_mean": ("polyak_lif", "mean"),
