@@ -41,6 +41,14 @@ def tables(quick: bool) -> str:
                    f"{r['p99_us']:.0f} | {r['p999_us']:.0f} | {r['reference_p99_us']:.0f} | {r['speedup_p99']:.1f}x | "
                    f"{r['spike_counts_identical']} | {r['max_abs_action_diff']:.1e} |")
         out += ["", _source(r), ""]
+    r = _load("td3_update", quick)
+    if r:
+        out += ["### td3_update (one TD3 update with the spiking actor, InvertedDoublePendulum)", "",
+                "| target | threads | reference ms (stepped actor) | fast ms (layer by layer) | speedup | "
+                "max relative actor-gradient difference (float64) |", "|---|---|---|---|---|---|",
+                f"| {r['target']} | {r['threads']} | {r['reference_ms_per_update']:.1f} | "
+                f"{r['fast_ms_per_update']:.1f} | {r['speedup']:.2f}x | {r['actor_grad_max_rel_diff_float64']:.1e} |",
+                "", _source(r), ""]
     r = _load("train_step", quick)
     if r:
         out += ["### train_step (one update, the trainer's own code)", "",

@@ -428,25 +428,13 @@ def test_actor_layer_by_layer_matches_stepping_every_layer_each_substep(neuron):
             layer.input.weight.mul_(3.0)  # enough drive that every layer spikes
     obs = torch.rand(16, 5, dtype=torch.float64) * 2 - 1
 
-    def stepped(a):
-        x = a.encoder(obs)
-        states = [layer.initial_state(obs.shape[0], obs) for layer in a.layers]
-        decays = [layer.decays() for layer in a.layers]
-        drive0, out = a.layers[0].input(x), 0.0
-        for _ in range(a.timesteps):
-            for i, layer in enumerate(a.layers):
-                drive = drive0 if i == 0 else layer.input(states[i - 1].spikes)
-                states[i] = layer.step(drive, states[i], decays[i])
-            out = out + states[-1].spikes
-        return torch.tanh(a.decoder(out / a.timesteps))
-
     def grads(fn):
         actor.zero_grad()
         action = fn()
         (action * torch.linspace(-1, 1, 32, dtype=torch.float64).view(16, 2)).sum().backward()
         return action.detach(), {n: p.grad.clone() for n, p in actor.named_parameters() if p.grad is not None}
 
-    ref_action, ref = grads(lambda: stepped(actor))
+    ref_action, ref = grads(lambda: actor.forward_stepped(obs))
     action, got = grads(lambda: actor(obs))
     assert all(float(r) > 0.01 for r in actor.last_rates)
     assert torch.allclose(action, ref_action, rtol=0, atol=1e-14)

@@ -81,6 +81,19 @@ class SpikingActor(nn.Module):
             self.counted_steps += self.timesteps * obs.shape[0]
         return torch.tanh(self.decoder(spikes.mean(0)))
 
+    def forward_stepped(self, obs: torch.Tensor) -> torch.Tensor:
+        """The reference for :meth:`forward`: every layer advanced once per timestep, op
+        by op (no rate bookkeeping). Same actions and gradients (``test_rl``); slower."""
+        decays = [layer.decays() for layer in self.layers]
+        states = [layer.initial_state(obs.shape[0], obs) for layer in self.layers]
+        drive0, out = self.layers[0].input(self.encoder(obs)), 0.0
+        for _ in range(self.timesteps):
+            for i, layer in enumerate(self.layers):
+                drive = drive0 if i == 0 else layer.input(states[i - 1].spikes)
+                states[i] = layer.step(drive, states[i], decays[i])
+            out = out + states[-1].spikes
+        return torch.tanh(self.decoder(out / self.timesteps))
+
 
 def mlp(sizes, activation=nn.ReLU, out_activation=None) -> nn.Sequential:
     layers = []
