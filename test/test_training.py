@@ -84,6 +84,14 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert resumed.replay.size == 3 * 16
 
 
+def test_fit_stops_when_asked_after_saving_that_iteration(tmp_path):
+    seen = []
+    trainer = Trainer(tiny_config(["train.iterations=5", "train.eval_every=0"]), tmp_path)
+    trainer.fit(progress=False, stop_when=lambda m: seen.append(m) or len(seen) == 2)
+    assert trainer.iteration == 2 and [r["iteration"] for r in _rows(tmp_path)] == [1, 2]
+    assert "losses/predictor" in seen[-1]
+
+
 def test_activity_penalty_against_its_formula():
     from snn_control.training.trainer import activity_penalty
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -152,7 +152,9 @@ class Trainer:
             "validation/final_distance_median": float(np.median(env.distance(final, goals))),
         }
 
-    def fit(self, progress: bool = True) -> dict[str, Any]:
+    def fit(self, progress: bool = True, stop_when: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        """Train to the config's iterations (resuming a run directory's checkpoint), or until
+        ``stop_when`` returns true for an iteration's metrics (after they are saved)."""
         from torch.utils.tensorboard import SummaryWriter
 
         t = self.config.train
@@ -202,6 +204,8 @@ class Trainer:
                                 dist=f"{metrics['collect/final_distance_median']:.3f}")
                 bar.update(1)
                 last = metrics
+                if stop_when is not None and stop_when(metrics):
+                    break
         finally:
             bar.close()
             writer.close()
