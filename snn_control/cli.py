@@ -113,14 +113,14 @@ def cmd_rl_imitation(args: argparse.Namespace) -> int:
 
 
 def cmd_rl_experiment(args: argparse.Namespace) -> int:
-    from .rl.experiments import RUNS_ROOT, run_experiment
+    from .rl.experiments import RUNS_ROOT, experiment_wall, run_experiment
 
     results = run_experiment(args.name, seeds=args.seeds, workers=args.workers,
                              runs_root=Path(args.runs) if args.runs else RUNS_ROOT, extra=tuple(args.set))
     for v in results["variants"].values():
         f = ".1f" if abs(v["mean"]) >= 10 else ".3f"  # returns vs success rates
         print(f"{v['label']}: {results['score_label']} {v['mean']:{f}} +- {v['std']:{f}} over {v['seeds']} seeds")
-    print(f"wall time {results['wall_s'] / 60:.1f} min (runs' training time / {results['workers']} workers); wrote results/rl/{args.name}.json, "
+    print(f"wall time {experiment_wall(results)}; wrote results/rl/{args.name}.json, "
           f"results/rl/{args.name}_curves.png, results/rl/summary.json and the table in docs/rl.md")
     return 0
 

@@ -298,9 +298,9 @@ def test_experiment_summary_and_table(tmp_path):
     assert results["variants"]["proxy_lif"]["mean"] == pytest.approx(92.5)
     assert results["wall_s"] == pytest.approx(6 * 120.0 / 2)  # six runs of 2 min, two at a time
     assert results["runs_total"] == 6 and results["runs_in_invocation"] == 0
-    assert X._experiment_wall(results) == "6 min estimated (sum of run times / 2 workers)"
+    assert X.experiment_wall(results) == "6 min estimated (sum of run times / 2 workers)"
     whole = X.summarise(exp, 2, tmp_path / "runs", 600.0, "snn-control rl-experiment idp --seeds 2", 2, 6)
-    assert X._experiment_wall(whole) == "10 min measured, one invocation, 2 runs at a time"
+    assert X.experiment_wall(whole) == "10 min measured, one invocation, 2 runs at a time"
     docs = tmp_path / "rl.md"
     docs.write_text(f"intro\n{X.TABLE_BEGIN}\nold\n{X.TABLE_END}\noutro\n")
     X.write_results(exp, results, tmp_path / "results", docs)

@@ -292,7 +292,7 @@ def plot_curves(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _experiment_wall(res: dict) -> str:
+def experiment_wall(res: dict) -> str:
     if res.get("runs_total") and res.get("runs_in_invocation") == res["runs_total"]:
         return f"{res['invocation_wall_s'] / 60:.0f} min measured, one invocation, {res['workers']} runs at a time"
     return f"{res['wall_s'] / 60:.0f} min estimated (sum of run times / {res['workers']} workers)"
@@ -322,7 +322,7 @@ def rl_table(results_root: Path = REPO_ROOT / "results" / "rl") -> str:
             wall = np.mean([r["train_wall_s"] for r in v["runs"]]) / 60
             lines.append(f"| {res['experiment']} | {v['label']} | {v['seeds']} | "
                          f"{res['score_label']} {v['mean']:{f}} ± {v['std']:{f}} | {per_seed} | {wall:.1f} min | "
-                         f"{_experiment_wall(res)} (`{res['command']}`) |")
+                         f"{experiment_wall(res)} (`{res['command']}`) |")
             if "threshold" in v:
                 done = [r for r in v["runs"] if r["steps_to_threshold"] is not None]
                 steps = (f"{v['steps_to_threshold_mean']:,.0f} ± {v['steps_to_threshold_std']:,.0f}" if done
