@@ -98,7 +98,7 @@ def tables(quick: bool) -> str:
                        f"{macs:.0f} | {m['snn_energy_nj_per_step']:.0f} | {m['equal_size_ann_energy_nj_per_step']:.0f} |")
         out += ["", f"The GRU + MLP baseline (`panda_gru`): {sum(r['panda_gru_baseline_macs_per_step'].values()):,} MACs, "
                 f"{r['panda_gru_baseline_energy_nj_per_step']:.0f} nJ per control step.", "", _source(r), ""]
-    for name in ("time_to_skill", "time_to_skill_reacher"):
+    for name in ("time_to_skill", "time_to_skill_reacher", "time_to_skill_panda"):
         r = _load(name, quick)
         if r:
             out += [f"### {name}", ""]
@@ -107,7 +107,8 @@ def tables(quick: bool) -> str:
                 out.append(f"- {task}: " + (f"{hit / 60:.1f} min to {r['threshold']:.0%} validation success "
                                             f"(iteration {run['iterations_to_threshold']})" if hit is not None else
                                             f"never reached {r['threshold']:.0%} (best {run['best_validation_success_rate']:.0%})")
-                           + f"; {run['total_train_s'] / 60:.1f} min for all {run['iterations_run']} iterations")
+                           + ("; training stopped there" if run["iterations_run"] == run["iterations_to_threshold"]
+                              else f"; {run['total_train_s'] / 60:.1f} min for all {run['iterations_run']} iterations"))
             out += ["", _source(r), ""]
     return "\n".join(out)
 

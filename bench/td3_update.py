@@ -40,7 +40,7 @@ def random_batch(rng: np.random.Generator, size: int) -> dict[str, torch.Tensor]
 def actor_gradients(agent, obs: torch.Tensor, stepped: bool) -> dict[str, torch.Tensor]:
     actor, critic = copy.deepcopy(agent.actor).double(), copy.deepcopy(agent.critic).double()
     action = actor.forward_stepped(obs.double()) if stepped else actor(obs.double())
-    loss = -critic.q1(torch.cat([obs.double(), action], -1)).mean()
+    loss = -critic.q1_value(obs.double(), action).mean()
     loss.backward()
     return {n: p.grad for n, p in actor.named_parameters() if p.grad is not None}
 

@@ -129,6 +129,10 @@ class TwinCritic(nn.Module):
         x = torch.cat([obs, action], -1)
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
 
+    def q1_value(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``Q1(s, a)`` alone: what TD3's actor loss needs."""
+        return self.q1(torch.cat([obs, action], -1)).squeeze(-1)
+
 
 class ActorPolicy(nn.Module):
     """An actor seen through the predictive-control policy interface (``step``), so

@@ -155,7 +155,7 @@ class TD3:
         self.critic.requires_grad_(False)
         try:
             pi = self.actor(obs)
-            q = self.critic.q1(torch.cat([obs, pi], -1)).squeeze(-1)  # TD3's actor loss uses Q1 only
+            q = self.critic.q1_value(obs, pi)
             if s.bc_weight > 0:
                 guided = ~torch.isnan(batch["guide_actions"]).any(-1)
                 lam = 1.0 / q.abs().mean().detach().clamp_min(1e-6)
