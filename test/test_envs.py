@@ -81,6 +81,31 @@ def test_panda_torque_rate_limit():
     env.close()
 
 
+def test_panda_action_delay_applies_each_torque_that_many_steps_later():
+    """``action_delay_steps=2``: zero torque for the first two steps after a reset, then
+    each step's command two steps late; the same trajectory as an undelayed arm fed
+    zeros first."""
+    from snn_control.envs.panda import PandaConfig
+
+    rng = np.random.default_rng(3)
+    actions = rng.uniform(-1, 1, (5, 2, 6))
+    delayed, prompt = PandaBatch(2, PandaConfig(action_delay_steps=2)), PandaBatch(2)
+    starts, goals = prompt.sample_tasks(np.random.default_rng(0), 2)
+    try:
+        for _ in range(2):  # a second episode: the reset empties the queue
+            delayed.reset_to(starts, goals)
+            prompt.reset_to(starts, goals)
+            late = [delayed.step(a) for a in actions]
+            on_time = [prompt.step(a) for a in [np.zeros((2, 6)), np.zeros((2, 6)), *actions[:3]]]
+            np.testing.assert_array_equal(np.array(late), np.array(on_time))
+        assert not np.allclose(late[-1], late[1])  # the late torques did move the arm
+    finally:
+        delayed.close()
+        prompt.close()
+    with pytest.raises(EnvError, match="action_delay_steps"):
+        PandaBatch(1, PandaConfig(action_delay_steps=-1))
+
+
 def test_panda_goals_reachable_and_above_table():
     env = PandaBatch(1)
     _, goals = env.sample_tasks(np.random.default_rng(5), 20)

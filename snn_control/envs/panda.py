@@ -65,6 +65,8 @@ class PandaConfig:
     gui: bool = False  # show the first copy in PyBullet's window (needs a display)
     hand_payload_kg: float = 0.0  # an uncompensated payload at the hand (a wrong payload
     # setting on the real robot): its weight acts on the arm, gravity compensation ignores it
+    action_delay_steps: int = 0  # the torque a step commands acts this many control steps later
+    # (from a reset, zero torque meanwhile): the latency of a live loop, to evaluate or train with
 
 
 def observation(q: np.ndarray, dq: np.ndarray, ee: np.ndarray, observe_velocity: bool) -> np.ndarray:
@@ -154,6 +156,8 @@ class PandaBatch(BatchedReachEnv):
         )
         if not 0.0 < cfg.torque_scale <= 1.0:
             raise EnvError(f"torque_scale must lie in (0, 1], got {cfg.torque_scale}")
+        if cfg.action_delay_steps < 0:
+            raise EnvError(f"action_delay_steps must be >= 0, got {cfg.action_delay_steps}")
         flags = pybullet.URDF_USE_SELF_COLLISION if cfg.self_collision else 0
         if cfg.inertia_from_urdf:
             flags |= pybullet.URDF_USE_INERTIA_FROM_FILE
@@ -164,6 +168,7 @@ class PandaBatch(BatchedReachEnv):
             pybullet.URDF_USE_SELF_COLLISION | pybullet.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
         )
         self.applied = np.zeros((num_envs, ACTUATED))  # N m, after the rate limit
+        self.pending: list[np.ndarray] = []  # commanded torques not yet acting (action_delay_steps)
         self.q = np.zeros((num_envs, 7))
         self.dq = np.zeros((num_envs, 7))
         self.ee = np.zeros((num_envs, 3))
@@ -254,6 +259,7 @@ class PandaBatch(BatchedReachEnv):
             self._hold_joint7_and_fingers(client, float(q7[6]))
         self.q7_hold = starts[:, 6].copy()
         self.applied[:] = 0.0
+        self.pending = [np.zeros((self.num_envs, ACTUATED))] * self.config.action_delay_steps
         self._read_state()
         return self.observe()
 
@@ -269,6 +275,9 @@ class PandaBatch(BatchedReachEnv):
 
     def step(self, actions: np.ndarray) -> np.ndarray:
         command = self.check_actions(actions) * np.asarray(self.spec.action_scale)
+        if self.config.action_delay_steps:
+            self.pending.append(command)
+            command = self.pending.pop(0)
         self.advance(command, self.physics_substeps)
         return self.observe()
 
