@@ -70,27 +70,14 @@ def test_fused_path_is_skipped_without_gradients():
     assert nxt.grad_fn is None and torch.isfinite(nxt).all()
 
 
-def _stepped_spikes(layer, drive, steps):
-    """Reference for the window: the op-by-op substep, repeated."""
-    decays = layer.decays()
-    state = layer.initial_state(drive.shape[-2], drive)
-    spikes = []
-    for t in range(steps):
-        state = layer.step(drive if drive.dim() == 2 else drive[t], state, decays, fused=False)
-        spikes.append(state.spikes)
-    return torch.stack(spikes)
-
-
 @pytest.mark.parametrize("xi,kind,held", [(0.0, "fast_sigmoid", True), (0.0, "fast_sigmoid", False),
                                           (0.5, "multi_gaussian", False), (0.5, "fast_sigmoid", True),
                                           (0.0, "rectangular", False)])
 def test_window_matches_stepping_values_and_gradients(xi, kind, held):
-    """All substeps of a feed-forward population as one node (numba on the CPU, and the
-    tensor-op version other devices run): in float64 the spikes are identical and the
-    drive's gradient agrees with stepping op by op within 1e-12 relative."""
+    """All substeps of a feed-forward population as one node (numba, on the CPU): in
+    float64 the spikes are identical and the drive's gradient agrees with stepping op by op
+    within 1e-12 relative; so does stepping with the fused substep (other devices' path)."""
     from snn_control.spiking import Surrogate, SpikingLayer
-    from snn_control.spiking.fused import _window_backward_torch, _window_forward_torch
-    from snn_control.spiking.surrogate import surrogate_derivative
 
     torch.manual_seed(1)
     steps, batch, size = 6, 24, 40
@@ -106,16 +93,14 @@ def test_window_matches_stepping_values_and_gradients(xi, kind, held):
         (spikes * upstream).sum().backward()
         return spikes.detach(), d.grad
 
-    ref_spikes, ref_grad = grad(lambda d: _stepped_spikes(layer, d, steps))
+    ref_spikes, ref_grad = grad(lambda d: layer.stepped_window(d, steps, layer.decays(), fused=False))
     spikes, g = grad(lambda d: layer.window(d, steps, layer.decays()))
     assert 0.05 < float(ref_spikes.mean()) < 0.95  # both spiking and silent neurons are exercised
     assert torch.equal(spikes, ref_spikes)
     assert float((g - ref_grad).norm() / ref_grad.norm()) < 1e-12
-    decays = layer.decays()
-    spikes_t, v = _window_forward_torch(drive.unsqueeze(0) if held else drive, steps, *decays, xi)
-    assert torch.equal(spikes_t, ref_spikes)
-    g_t = _window_backward_torch(upstream, surrogate_derivative(kind, v, 4.0), *decays, xi, held)
-    assert float(((g_t[0] if held else g_t) - ref_grad).norm() / ref_grad.norm()) < 1e-12
+    fused_spikes, fused_grad = grad(lambda d: layer.stepped_window(d, steps, layer.decays()))
+    assert torch.equal(fused_spikes, ref_spikes)
+    assert float((fused_grad - ref_grad).norm() / ref_grad.norm()) < 1e-12
 
 
 def test_window_refuses_recurrence_and_learnable_time_constants():

@@ -189,38 +189,6 @@ def _window_backward_cpu(g_spikes, v, slope_grad, fast_sigmoid_slope, beta_syn, 
                 g_adaptation[b, n] = beta_ada[n] * g_adaptation[b, n] - xi * g_v
 
 
-def _window_forward_torch(drive, steps, beta_syn, beta_mem, beta_ada, xi: float):
-    """The same forward as tensor ops (any device); returns spikes and v, each (steps, B, N)."""
-    current = voltage = adaptation = drive.new_zeros(drive.shape[1:])
-    spikes, v_all = [], []
-    for t in range(steps):
-        current = beta_syn * current + drive[0 if drive.shape[0] == 1 else t]
-        pre_reset = beta_mem * voltage + (1.0 - beta_mem) * current
-        theta = 1.0 + xi * adaptation if xi else 1.0
-        v = pre_reset - theta
-        s = (v > 0).to(v.dtype)
-        voltage = pre_reset - theta * s if xi else pre_reset - s
-        if xi:
-            adaptation = beta_ada * adaptation + s
-        spikes.append(s)
-        v_all.append(v)
-    return torch.stack(spikes), torch.stack(v_all)
-
-
-def _window_backward_torch(g_spikes, slope_grad, beta_syn, beta_mem, beta_ada, xi: float, held: bool):
-    g_drive = torch.empty_like(slope_grad)
-    g_current = g_voltage = g_adaptation = 0.0
-    for t in reversed(range(slope_grad.shape[0])):
-        g_v = (g_spikes[t] + g_adaptation if xi else g_spikes[t]) * slope_grad[t]
-        g_pre = g_voltage + g_v
-        g_drive[t] = g_current + (1.0 - beta_mem) * g_pre
-        g_current = beta_syn * g_drive[t]
-        g_voltage = beta_mem * g_pre
-        if xi:
-            g_adaptation = beta_ada * g_adaptation - xi * g_v
-    return g_drive.sum(0, keepdim=True) if held else g_drive
-
-
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
@@ -231,23 +199,20 @@ class FusedNeuronWindow(torch.autograd.Function):
     All ``steps`` substeps of a population without recurrence from a zero state, for
     ``drive`` given per substep ``(steps, B, N)`` or held ``(B, N)``. The forward is
     :func:`_forward`'s ops in the same order and dtype (same spikes); the backward runs
-    the chain rule above back through the window. On the CPU both are numba loops, one
-    pass per neuron through time; elsewhere tensor ops. Frozen time constants only: no
-    decay gradients.
+    the chain rule above back through the window, both as numba loops (CPU tensors only;
+    :meth:`.neurons.SpikingLayer.window` steps instead elsewhere). Frozen time constants
+    only: no decay gradients.
     """
 
     @staticmethod
     def forward(ctx, drive, steps, beta_syn, beta_mem, beta_ada, xi, surrogate):  # type: ignore[override]
         held = drive.dim() == 2
         drive3 = drive.unsqueeze(0) if held else drive
-        if drive.device.type == "cpu":
-            shape = (steps, *drive3.shape[1:])
-            spikes, v = drive.new_empty(shape), drive.new_empty(shape)
-            dtype = _np(beta_syn).dtype
-            _window_forward_cpu(_np(drive3), steps, _np(beta_syn), _np(beta_mem), _np(1.0 - beta_mem),
-                                _np(beta_ada), dtype.type(xi), dtype.type(1.0), spikes.numpy(), v.numpy())
-        else:
-            spikes, v = _window_forward_torch(drive3, steps, beta_syn, beta_mem, beta_ada, float(xi))
+        shape = (steps, *drive3.shape[1:])
+        spikes, v = drive.new_empty(shape), drive.new_empty(shape)
+        dtype = _np(beta_syn).dtype
+        _window_forward_cpu(_np(drive3), steps, _np(beta_syn), _np(beta_mem), _np(1.0 - beta_mem),
+                            _np(beta_ada), dtype.type(xi), dtype.type(1.0), spikes.numpy(), v.numpy())
         ctx.save_for_backward(v, beta_syn, beta_mem, beta_ada)
         ctx.held, ctx.xi, ctx.kind, ctx.slope = held, float(xi), surrogate.kind, float(surrogate.slope)
         return spikes
@@ -255,15 +220,11 @@ class FusedNeuronWindow(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_spikes):  # type: ignore[override]
         v, beta_syn, beta_mem, beta_ada = ctx.saved_tensors
-        if v.device.type == "cpu":
-            g_drive = v.new_zeros((1, *v.shape[1:])) if ctx.held else v.new_empty(v.shape)
-            dtype = _np(v).dtype
-            inline = ctx.kind == "fast_sigmoid"
-            slope_grad = v[:0] if inline else surrogate_derivative(ctx.kind, v, ctx.slope)
-            _window_backward_cpu(_np(g_spikes), _np(v), _np(slope_grad), dtype.type(ctx.slope if inline else 0.0),
-                                 _np(beta_syn), _np(beta_mem), _np(1.0 - beta_mem), _np(beta_ada),
-                                 dtype.type(ctx.xi), g_drive.numpy())
-        else:
-            slope_grad = surrogate_derivative(ctx.kind, v, ctx.slope)
-            g_drive = _window_backward_torch(g_spikes, slope_grad, beta_syn, beta_mem, beta_ada, ctx.xi, ctx.held)
+        g_drive = v.new_zeros((1, *v.shape[1:])) if ctx.held else v.new_empty(v.shape)
+        dtype = _np(v).dtype
+        inline = ctx.kind == "fast_sigmoid"
+        slope_grad = v[:0] if inline else surrogate_derivative(ctx.kind, v, ctx.slope)
+        _window_backward_cpu(_np(g_spikes), _np(v), _np(slope_grad), dtype.type(ctx.slope if inline else 0.0),
+                             _np(beta_syn), _np(beta_mem), _np(1.0 - beta_mem), _np(beta_ada),
+                             dtype.type(ctx.xi), g_drive.numpy())
         return (g_drive[0] if ctx.held else g_drive), None, None, None, None, None, None

@@ -167,13 +167,24 @@ class SpikingLayer(nn.Module):
     def window(self, drive: torch.Tensor, steps: int, decays: Decays) -> torch.Tensor:
         """Spikes ``(steps, B, N)`` of ``steps`` substeps from a fresh state, for ``drive``
         per substep ``(steps, B, N)`` or held ``(B, N)``: :meth:`step` repeated, as one
-        autograd node (:class:`.fused.FusedNeuronWindow`). Feed-forward, frozen time
-        constants only."""
+        autograd node on the CPU (:class:`.fused.FusedNeuronWindow`), stepped elsewhere.
+        Feed-forward, frozen time constants only."""
         if self.recurrent is not None:
             raise ValueError("window() needs a layer without recurrence; step it instead")
         if any(d.requires_grad for d in decays) and torch.is_grad_enabled():
             raise ValueError("window() has no time-constant gradients; build the layer with learn_tau=False")
+        if drive.device.type != "cpu":
+            return self.stepped_window(drive, steps, decays)
         return FusedNeuronWindow.apply(drive, steps, decays.syn, decays.mem, decays.ada, self.xi, self.surrogate)
+
+    def stepped_window(self, drive: torch.Tensor, steps: int, decays: Decays, fused: bool = True) -> torch.Tensor:
+        """What :meth:`window` computes, by :meth:`step` once per substep (its reference)."""
+        state = self.initial_state(drive.shape[-2], drive)
+        spikes = []
+        for t in range(steps):
+            state = self.step(drive if drive.dim() == 2 else drive[t], state, decays, fused)
+            spikes.append(state.spikes)
+        return torch.stack(spikes)
 
 
 class ReadoutState(NamedTuple):
