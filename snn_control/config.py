@@ -67,6 +67,8 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     iterations: int = 100  # collect -> predictor updates -> policy updates (seed 000)
+    init_from: str | None = None  # a model directory (same I/O spec) whose weights and
+    # calibration the networks start from: training goes on from a trained model
     envs: int = 64  # parallel envs per collection (seed 000)
     predictor_updates: int = 25
     policy_updates: int = 25
@@ -93,6 +95,8 @@ class TrainConfig:
     weight_l2: float = 0.0
     action_l2: float = 0.0
     action_smoothness: float = 0.0
+    effector_speed_penalty: float = 0.0  # weight on the imagined effector's squared speed
+    # ((distance unit / s)^2 per step): damps the hovering around a reached goal
     activity_bounds: float = 0.0  # weight of the firing-rate penalty below ...
     activity_min_hz: float = 1.0  # ... this rate per neuron (dead neurons) or above ...
     activity_max_hz: float = 100.0  # ... this rate per neuron; in units of 100 Hz squared

@@ -75,6 +75,20 @@ def test_reach_metrics_by_hand():
     assert m["reached_at_least_once_rate"] == 0.5
 
 
+def test_hold_metrics_tell_a_settled_arm_from_a_hovering_one():
+    env = make_batch("reacher", 2)
+    hold = round(1.0 / env.spec.control_period_s)  # steps in the last second
+    obs = np.zeros((2, hold + 10, 8), dtype=np.float32)
+    obs[:, :, 0] = 0.5  # far from goal (0, 0) first ...
+    obs[0, -hold - 1:, 0] = 0.03  # ... then still, within the radius, for the whole last second
+    obs[1, -hold - 1:, 0] = np.where(np.arange(hold + 1) % 2, 0.07, 0.03)  # in and out
+    m = reach_metrics(env, obs, np.zeros((2, 2)))
+    assert m["success_rate"] == 1.0  # the final sample alone cannot tell them apart ...
+    assert m["held_last_1s_rate"] == 0.5  # ... the last second can
+    assert m["last_1s_distance_range_median_m"] == pytest.approx(0.02)  # ranges 0 and 0.04
+    assert m["last_1s_path_median_m"] == pytest.approx(hold * 0.04 / 2)  # paths 0 and 50 x 4 cm
+
+
 def test_classical_reference_reaches_reacher_goals():
     env = make_batch("reacher", 32)
     starts, goals = heldout_tasks(env, 32)

@@ -75,6 +75,54 @@ def test_policy_updates_backpropagate_through_the_forward_model(tiny_run, tmp_pa
     assert distances[-1] < 0.7 * distances[0]
 
 
+class _Drift(_KnownPlant):
+    """The hand drifts 1 cm in x per step, whatever the action."""
+
+    def step(self, obs, action, state):
+        return torch.cat([obs[:, :1] + 0.01, obs[:, 1:]], dim=1), None
+
+
+def test_effector_speed_penalty_against_its_formula(tiny_run):
+    import dataclasses
+
+    from snn_control.training.updates import imagined_distance
+
+    trainer = Trainer(tiny_config(["train.iterations=7"]), tiny_run)
+    trainer._resume()
+    obs, actions, goals = (torch.as_tensor(a, dtype=torch.float32)
+                           for a in trainer.replay.sample(np.random.default_rng(0), 4, trainer.config.train.warmup))
+    period = trainer.env.spec.control_period_s
+
+    def penalty(weight):
+        t = dataclasses.replace(trainer.config.train, effector_speed_penalty=weight)
+        with torch.no_grad():
+            return float(imagined_distance(trainer.policy, _Drift(trainer.io_spec.obs_dim), obs, actions, goals, t,
+                                           trainer.effector, period)[1])
+
+    unroll = trainer.config.train.unroll
+    assert penalty(2.0) - penalty(0.0) == pytest.approx(2.0 * unroll * (0.01 / period) ** 2, rel=1e-4)
+
+
+def test_training_goes_on_from_a_trained_model(tiny_run, tmp_path):
+    from snn_control.training.checkpoint import CheckpointError, load_model
+
+    predictor, policy, _, _ = load_model(tiny_run)
+    # another seed: other data in the first collection, so a recalibration would show
+    trainer = Trainer(tiny_config([f"train.init_from={tiny_run}", "train.iterations=1", "train.eval_every=0",
+                                   "seed=1"]), tmp_path / "on")
+    for mine, theirs in ((trainer.predictor, predictor), (trainer.policy, policy)):
+        assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values()))
+    calibration = {n: b.clone() for n, b in trainer.predictor.named_buffers()}
+    trainer.fit(progress=False)
+    # its calibration is kept (a from-scratch run fits it to its first collection) ...
+    assert all(torch.equal(calibration[n], b) for n, b in trainer.predictor.named_buffers() if n in calibration)
+    # ... and the weights trained on
+    assert any(not torch.equal(a, b) for a, b in zip(trainer.policy.state_dict().values(),
+                                                     policy.state_dict().values()))
+    with pytest.raises(CheckpointError, match="do not fit this config"):
+        Trainer(tiny_config([f"train.init_from={tiny_run}", "model.hidden=24"]), tmp_path / "other")
+
+
 def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     Trainer(tiny_config(["train.iterations=2", "train.eval_every=0"]), tmp_path).fit(progress=False)
     resumed = Trainer(tiny_config(["train.iterations=3", "train.eval_every=0"]), tmp_path)

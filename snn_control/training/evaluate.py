@@ -27,6 +27,7 @@ HELDOUT_EPISODES = {"reacher": 256, "panda": 128}  # the full held-out set per t
 OPEN_LOOP_STEPS = 50
 WARMUP_STEPS = 5
 RESPONSE_STEPS = 10  # control steps of the +1 / -1 action probe (action_response)
+HOLD_S = 1.0  # the last second of an episode: does the arm stay at the goal, or hover?
 
 
 def heldout_tasks(env: BatchedReachEnv, episodes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -55,12 +56,29 @@ def reach_metrics(env: BatchedReachEnv, obs: np.ndarray, goals: np.ndarray) -> d
         "time_to_reach_median_s": float(np.median(times)) if times.size else None,
         "reached_at_least_once_rate": float((first >= 0).mean()),
         "cumulative_distance_mean": float(distance.sum(axis=1).mean() * spec.control_period_s),
+        **hold_metrics(env, obs, distance, reached),
     }
     if spec.task == "panda":
         out["success_rate_2cm"] = float((final <= 0.02).mean())
         # seed 000's authors counted a Franka reach as a success within 0.123 m
         out["success_rate_paper_radius_0123m"] = float((final <= 0.123).mean())
     return out
+
+
+def hold_metrics(env: BatchedReachEnv, obs: np.ndarray, distance: np.ndarray, reached: np.ndarray) -> dict[str, float]:
+    """How still the arm holds the goal over the episode's last ``HOLD_S``: the share of
+    episodes within the success radius at every step of it (what a user sampling the
+    distance at any moment would see), and the medians of the distance's range and of the
+    effector's path over it (a settled arm: both near zero; a hovering one: centimetres)."""
+    steps = min(distance.shape[1], max(1, round(HOLD_S / env.spec.control_period_s)) + 1)
+    last = distance[:, -steps:]
+    effector = obs[:, -steps:, slice(*env.spec.effector)]
+    path = np.linalg.norm(np.diff(effector, axis=1), axis=-1).sum(axis=1)
+    return {
+        "held_last_1s_rate": float(reached[:, -steps:].all(axis=1).mean()),
+        "last_1s_distance_range_median_m": float(np.median(last.max(axis=1) - last.min(axis=1))),
+        "last_1s_path_median_m": float(np.median(path)),
+    }
 
 
 @torch.no_grad()

@@ -79,6 +79,8 @@ class Trainer:
         for net in spiking_nets(self.predictor) + spiking_nets(self.policy):
             net.fused = t.fused_neurons
         fused.use_compiled_kernels(t.fused_neurons and t.compile)
+        if t.init_from:
+            self._init_from(t.init_from)
         self.pred_opt = make_optimizer(self.predictor, t.lr, t.tau_lr)
         self.policy_opt = make_optimizer(self.policy, t.lr, t.tau_lr)
         self.replay = EpisodicReplay(t.replay_episodes, spec.episode_steps, spec.obs_dim, spec.act_dim, spec.goal_dim)
@@ -118,7 +120,7 @@ class Trainer:
         t = self.config.train
         obs, actions, goals = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup))
         return policy_step(self.policy, self.predictor, self.policy_opt, obs, actions, goals, t,
-                           self.effector, self.config.model.learn_tau)
+                           self.effector, self.env.spec.control_period_s, self.config.model.learn_tau)
 
     # -- loop -----------------------------------------------------------------------------
     def collect(self) -> dict[str, float]:
@@ -169,7 +171,7 @@ class Trainer:
                 start = time.perf_counter()
                 self._apply_lr()  # also after a resume: the config's rates, not the saved ones
                 metrics = self.collect()
-                if self.iteration == 0:
+                if self.iteration == 0 and not t.init_from:  # a loaded model keeps its calibration
                     n = self.replay.size
                     inputs = self.config.model.calibrate_inputs
                     self.predictor.calibrate(self.replay.obs[:n], self.replay.actions[:n], inputs=inputs)
@@ -227,6 +229,21 @@ class Trainer:
         (docs/training.md)."""
         keep_best(self.run_dir, metrics, {"iteration": self.iteration},
                   lambda d: save_model(d, self.predictor, self.policy, self.io_spec, self.config))
+
+    def _init_from(self, directory: str) -> None:
+        """Start from a trained model's weights (its I/O spec must be this run's)."""
+        from .checkpoint import CheckpointError, load_model
+
+        predictor, policy, _, config = load_model(directory, self.io_spec.to_dict())
+        if predictor is None:
+            raise CheckpointError(f"train.init_from {directory}: a TD3 model (actor only); "
+                                  "predictive training needs a forward model to go on from")
+        try:
+            self.predictor.load_state_dict(predictor.state_dict())
+            self.policy.load_state_dict(policy.state_dict())
+        except RuntimeError as exc:  # other sizes or kinds than this config's networks
+            raise CheckpointError(f"train.init_from {directory}: its networks ({config.model.kind}, "
+                                  f"hidden {config.model.hidden}) do not fit this config's ({exc})") from None
 
     def _resume(self) -> None:
         path = self.run_dir / "train_state.pt"
