@@ -12,8 +12,8 @@ def _fmt(value, pattern: str) -> str:
 
 def results_table(model_dirs: list[Path]) -> str:
     header = ("| model | task | episodes | success | success 2 cm | median final | p90 final "
-              "| classical success / median | parameters | train wall time |\n"
-              "|---|---|---|---|---|---|---|---|---|---|")
+              "| held last 1 s | classical success / median | parameters | train wall time |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [header]
     for d in model_dirs:
         path = Path(d) / "eval.json"
@@ -27,6 +27,7 @@ def results_table(model_dirs: list[Path]) -> str:
             f"| `{Path(d).name}` | {e['task']} | {e['episodes']} | {e['success_rate']:.1%} "
             f"| {_fmt(e.get('success_rate_2cm'), '{:.1%}')} "
             f"| {e['final_distance_median_m']:.4f} {unit} | {e['final_distance_p90_m']:.4f} {unit} "
+            f"| {_fmt(e.get('held_last_1s_rate'), '{:.1%}')} "
             f"| {c['success_rate']:.1%} / {c['final_distance_median_m']:.4f} {unit} "
             f"| {e['parameters']:,} | {_fmt(wall and wall / 60, '{:.1f} min')} |"
         )

@@ -28,7 +28,8 @@ def test_shipped_model_and_its_eval_json(name):
     assert result["task"] == spec.task == config.task
     assert result["episodes"] == HELDOUT_EPISODES[spec.task]  # the full held-out set
     assert result["parameters"] == parameter_count(predictor) + parameter_count(policy)
-    for key in ("success_rate", "final_distance_median_m", "final_distance_p90_m", "firing_rate_hz"):
+    for key in ("success_rate", "final_distance_median_m", "final_distance_p90_m", "firing_rate_hz",
+                "held_last_1s_rate", "last_1s_distance_range_median_m", "last_1s_path_median_m"):
         assert key in result
     if spec.task == "panda":
         assert "success_rate_2cm" in result
