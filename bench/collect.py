@@ -3,13 +3,11 @@
     python bench/collect.py [--quick] [--envs 64] [--workers 2]
 
 The trainer's own ``rollout`` with the shipped ``models/panda_snn`` policy (batch of all
-copies) on ``--envs`` PyBullet Panda copies, three ways, alternating, the same tasks for
-all: the reference (one process, the policy's torch module, one thread); the copies split
-over ``--workers`` processes (``envs.parallel``) with the torch policy; and the trainer's
-path, split copies with the policy on its compiled batch twin (``spiking.fast``,
-``train.compiled_collection``). A control step is one copy advancing 20 ms (20 physics
-steps at 1 kHz with gravity compensation and the torque-rate limit). Also checks that the
-split copies produce the same episodes as the single process.
+copies, one torch thread) on ``--envs`` PyBullet Panda copies: in one process (the
+reference) and split over ``--workers`` processes (``envs.parallel``), alternating, the
+same tasks for both. A control step is one copy advancing 20 ms (20 physics steps at 1 kHz
+with gravity compensation and the torque-rate limit). Also checks that both produce the
+same episodes.
 """
 
 from __future__ import annotations
@@ -36,31 +34,29 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 2)
     torch.set_num_threads(1)
     _, policy, _, config = load_model(REPO / "models" / "panda_snn")
-    serial = make_batch("panda", envs, config.env)
-    split = make_batch("panda", envs, config.env, workers=args.workers)
-    paths = {"reference": (serial, False), "parallel_torch": (split, False), "parallel": (split, True)}
-    starts, goals = serial.sample_tasks(np.random.default_rng(0), envs)
-    seconds = {name: [] for name in paths}
+    batches = {"reference": make_batch("panda", envs, config.env),
+               "parallel": make_batch("panda", envs, config.env, workers=args.workers)}
+    starts, goals = batches["reference"].sample_tasks(np.random.default_rng(0), envs)
+    seconds = {name: [] for name in batches}
     finals = {}
     try:
         for _ in range(repeats):
-            for name, (env, compiled) in paths.items():
+            for name, env in batches.items():
                 t0 = time.perf_counter()
-                ep = rollout(env, policy, starts, goals, steps=steps, compiled=compiled)
+                ep = rollout(env, policy, starts, goals, steps=steps)
                 seconds[name].append(time.perf_counter() - t0)
                 finals[name] = ep.obs
     finally:
-        serial.close()
-        split.close()
+        for env in batches.values():
+            env.close()
     episode_steps = steps or config.env.episode_steps
     rate = {name: envs * episode_steps / float(np.median(s)) for name, s in seconds.items()}
     emit("collect", {
         "envs": envs, "workers": args.workers, "episode_steps": episode_steps, "repeats": repeats,
         "steps_per_s": rate["parallel"], "reference_steps_per_s": rate["reference"],
-        "parallel_torch_steps_per_s": rate["parallel_torch"],
         "speedup": rate["parallel"] / rate["reference"],
-        "episodes_identical": bool(np.array_equal(finals["reference"], finals["parallel_torch"])),
-        "policy": "models/panda_snn, batch of all copies: compiled twin (steps_per_s), torch module, 1 thread",
+        "episodes_identical": bool(np.array_equal(finals["reference"], finals["parallel"])),
+        "policy": "models/panda_snn (torch, batch of all copies, 1 thread)",
     }, args.quick, args.out)
 
 

@@ -89,8 +89,6 @@ class TrainConfig:
     random_velocity_feedback: float = 0.0  # ... minus this x joint velocity (action units per
     # rad/s), so they explore free space instead of pinning joints at their limits
     exploration_noise: float = 0.1  # Gaussian std added to policy actions while collecting
-    compiled_collection: bool = True  # a spiking policy collects on its compiled float64
-    # twin (spiking.fast, the controller's path) instead of its torch module (bench/collect.py)
     readout_bound: float = 3.0  # policy readout potential kept within +- this ...
     readout_penalty: float = 1e-3  # ... by this L2 penalty on the excess
     # Regularisers of seed 000's ablation; off by default (found neutral or harmful).

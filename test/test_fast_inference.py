@@ -59,29 +59,6 @@ def test_fast_net_matches_float64_module_spike_for_spike(rank, xi, recurrent):
     assert fast.spike_counts.sum() > 0 and np.all(fast.firing_rates_hz() >= 0)
 
 
-def test_batched_fast_net_matches_float64_module_and_single_rows():
-    """B copies in one call: spike for spike the float64 module at batch B, and exactly
-    (same float64 operations) B batch-1 nets fed the rows one by one."""
-    net = _net(8, 0.05, (True, False))
-    batch = 4
-    fast = FastSpikingNet(net, batch=batch)
-    rows = [FastSpikingNet(net) for _ in range(batch)]
-    ref = copy.deepcopy(net).double()
-    state = ref.initial_state(batch, torch.zeros(1, dtype=torch.float64))
-    xs = np.stack([_inputs(60, 5, seed=b) for b in range(batch)], axis=1)  # (T, B, in)
-    with torch.no_grad():
-        for x in xs:
-            y_ref, state = ref.step(torch.as_tensor(x), state)
-            y = fast.step(x)
-            spikes_ref = np.stack([s.spikes.numpy() for s in state.layers], axis=1)  # (B, layers, N)
-            assert np.array_equal(fast.spikes, spikes_ref)
-            np.testing.assert_allclose(y, y_ref.numpy(), rtol=0, atol=1e-9)
-            for b, row in enumerate(rows):
-                np.testing.assert_array_equal(row.step(x[b]), y[b])
-    assert fast.spike_counts.sum() == sum(row.spike_counts.sum() for row in rows) > 100
-    np.testing.assert_allclose(fast.firing_rates_hz(), np.mean([row.firing_rates_hz() for row in rows], axis=0))
-
-
 def test_fast_net_reset_restarts_the_episode():
     net = _net(8, 0.05, (True, False))
     fast = FastSpikingNet(net)

@@ -219,26 +219,3 @@ def test_run_keeps_its_best_validation_checkpoint(tiny_run):
     assert kept[-1]["iteration"] == record["iteration"]
     predictor, policy, _, _ = load_model(tiny_run / "best")
     assert predictor is not None and policy is not None
-
-
-def test_compiled_collection_acts_as_the_float64_policy_on_its_own_observations(tiny_run):
-    """The trainer's collection on the compiled twin: each recorded action is what the
-    policy module (in float64) computes from the observations recorded before it."""
-    import copy
-
-    from snn_control.envs import make_batch
-    from snn_control.training.checkpoint import load_model
-    from snn_control.training.collect import rollout
-
-    _, policy, spec, config = load_model(tiny_run)
-    env = make_batch(spec.task, 6, config.env)
-    starts, goals = env.sample_tasks(np.random.default_rng(5), 6)
-    episodes = rollout(env, policy, starts, goals, steps=40, compiled=True)
-    ref = copy.deepcopy(policy).double()
-    goals64 = torch.as_tensor(goals, dtype=torch.float64)
-    state = ref.initial_state(6, goals64)
-    with torch.no_grad():
-        for t in range(40):
-            action, _, state = ref.step(torch.as_tensor(episodes.obs[:, t], dtype=torch.float64), goals64, state)
-            np.testing.assert_allclose(episodes.actions[:, t], action.numpy(), rtol=0, atol=1e-6)
-    assert np.abs(np.diff(episodes.actions, axis=1)).max() > 0.01  # the policy did act

@@ -69,22 +69,6 @@ def _net_step(x, substeps, w_in, bias, ff_pre, ff_post_t, ff_dense_t, rec_pre, r
             output[m] = readout_mem[m] * output[m] + (1.0 - readout_mem[m]) * readout_current[m]
 
 
-@numba.njit(cache=True, nogil=True)
-def _batch_step(x, substeps, w_in, bias, ff_pre, ff_post_t, ff_dense_t, rec_pre, rec_post_t, rec_dense_t,
-                has_rec, lowrank, beta_syn, beta_mem, beta_ada, xi, readout_pre, readout_bias,
-                readout_scale, readout_syn, readout_mem, current, voltage, adaptation, spikes,
-                active, n_active, latent, drive, held, readout_drive, readout_current, output,
-                counts):  # pragma: no cover - compiled
-    """:func:`_net_step` for each row of ``x (B, in)``; state arrays carry a leading batch
-    axis, the scratch arrays (latent, drive, held, readout_drive) are shared."""
-    for b in range(x.shape[0]):
-        _net_step(x[b], substeps, w_in, bias, ff_pre, ff_post_t, ff_dense_t, rec_pre, rec_post_t,
-                  rec_dense_t, has_rec, lowrank, beta_syn, beta_mem, beta_ada, xi, readout_pre,
-                  readout_bias, readout_scale, readout_syn, readout_mem, current[b], voltage[b],
-                  adaptation[b], spikes[b], active[b], n_active[b], latent, drive, held,
-                  readout_drive, readout_current[b], output[b], counts)
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def neurons_step(drive, current, voltage, adaptation, spikes, active, beta_syn, beta_mem, beta_ada,
                  xi):  # pragma: no cover - compiled
@@ -146,13 +130,9 @@ class FastSpikingNet:
     ``step(x (in,)) -> output (out,)`` is one control step, like ``SpikingNet.step`` on a
     batch of one. ``spikes`` ``(layers, N)`` holds the last substep's spikes and
     ``spike_counts`` the spikes per layer since the last :meth:`reset`.
-
-    With ``batch=B`` it steps B independent copies in one call (rows of ``x (B, in)``, one
-    after another on one core; the state arrays gain a leading axis of B): how data
-    collection runs a spiking policy beside the simulators without autograd or torch ops.
     """
 
-    def __init__(self, net: SpikingNet, batch: int | None = None) -> None:
+    def __init__(self, net: SpikingNet) -> None:
         layers = list(net.layers)
         size = layers[0].size
         if any(layer.size != size for layer in layers):
@@ -190,18 +170,14 @@ class FastSpikingNet:
             self.readout_syn, self.readout_mem = (
                 _f64(decay_factors(getattr(readout, name).double(), readout.dt))
                 for name in ("log_tau_syn", "log_tau_mem"))
-        self.batch = batch
-        rows = () if batch is None else (batch,)
-        shape = (*rows, len(layers), size)
+        shape = (len(layers), size)
         self.current, self.voltage, self.adaptation, self.spikes = (np.zeros(shape) for _ in range(4))
         self.active = np.zeros(shape, dtype=np.int64)
-        self.n_active = np.zeros((*rows, len(layers)), dtype=np.int64)
+        self.n_active = np.zeros(len(layers), dtype=np.int64)
         self.latent = np.zeros(max(self.ff[0].shape[2], self.rec[0].shape[2]))
         self.drive, self.held = np.zeros(size), np.zeros(size)
         outputs = self.readout_bias.shape[0]
-        self.readout_drive = np.zeros(outputs)
-        self.readout_current, self.output = np.zeros((*rows, outputs)), np.zeros((*rows, outputs))
-        self._kernel = _net_step if batch is None else _batch_step
+        self.readout_drive, self.readout_current, self.output = np.zeros(outputs), np.zeros(outputs), np.zeros(outputs)
         self.spike_counts = np.zeros(len(layers), dtype=np.int64)
         self.steps = 0
 
@@ -218,7 +194,7 @@ class FastSpikingNet:
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """One control step; returns the readout potential (a view, valid until the next step)."""
-        self._kernel(np.asarray(x, dtype=np.float64), self.substeps, self.w_in, self.bias, *self.ff,
+        _net_step(np.asarray(x, dtype=np.float64), self.substeps, self.w_in, self.bias, *self.ff,
                   *self.rec, self.has_rec, self.lowrank, self.beta_syn, self.beta_mem,
                   self.beta_ada, self.xi, self.readout_pre, self.readout_bias, self.readout_scale,
                   self.readout_syn, self.readout_mem, self.current, self.voltage, self.adaptation,
@@ -229,8 +205,8 @@ class FastSpikingNet:
 
     def firing_rates_hz(self) -> np.ndarray:
         """Mean firing rate per layer since the last reset."""
-        time_s = max(self.steps * self.substeps, 1) * self.dt * (self.batch or 1)
-        return self.spike_counts / (self.current.shape[-1] * time_s)
+        time_s = max(self.steps * self.substeps, 1) * self.dt
+        return self.spike_counts / (self.current.shape[1] * time_s)
 
 
 def _conn_bias(conn) -> torch.Tensor:

@@ -9,8 +9,6 @@ import torch
 from torch import nn
 
 from ..envs import BatchedReachEnv
-from ..models.networks import SpikingPolicy, policy_input
-from ..spiking.fast import FastSpikingNet
 
 
 @dataclass
@@ -34,17 +32,6 @@ def smooth_random_actions(rng: np.random.Generator, n: int, steps: int, act_dim:
     return np.clip(out, -1.0, 1.0)
 
 
-def _compiled_twin(policy: nn.Module, batch: int) -> FastSpikingNet | None:
-    """A spiking policy's compiled batch twin; None for other policies and for spiking
-    nets the compiled path does not cover (unequal layer sizes), which stay on torch."""
-    if not isinstance(policy, SpikingPolicy):
-        return None
-    try:
-        return FastSpikingNet(policy.net, batch=batch)
-    except ValueError:
-        return None
-
-
 @torch.no_grad()
 def rollout(
     env: BatchedReachEnv,
@@ -57,15 +44,11 @@ def rollout(
     random_actions: bool = False,
     velocity_feedback: float = 0.0,
     steps: int | None = None,
-    compiled: bool = False,
 ) -> Episodes:
     """One episode in each copy of ``env`` from ``starts`` towards ``goals``.
 
     ``policy`` acts unless ``random_actions``: then smooth random actions minus
     ``velocity_feedback`` x joint velocity (rad/s). ``noise`` adds Gaussian exploration.
-    ``compiled``: a spiking policy steps on its compiled batch twin
-    (:class:`~snn_control.spiking.fast.FastSpikingNet`, float64, the controller's path)
-    instead of its torch module; other policies ignore it.
     """
     steps = steps or env.spec.episode_steps
     n = env.num_envs
@@ -78,18 +61,13 @@ def rollout(
         assert rng is not None
         planned = smooth_random_actions(rng, n, steps, env.spec.act_dim)
     else:
-        fast = _compiled_twin(policy, n) if compiled else None
-        goals64 = np.asarray(goals, dtype=np.float64)
-        state = None if fast is not None else policy.initial_state(n, goal_t)
+        state = policy.initial_state(n, goal_t)
     for t in range(steps):
         if random_actions:
             action = np.clip(planned[t] - velocity_feedback * env.joint_velocities(), -1.0, 1.0)
         else:
-            if fast is not None:
-                action = np.tanh(fast.step(policy_input(np.asarray(obs, np.float64), goals64, policy.goal_error)))
-            else:
-                a, _, state = policy.step(torch.as_tensor(obs), goal_t, state)
-                action = a.numpy().astype(np.float64)
+            a, _, state = policy.step(torch.as_tensor(obs), goal_t, state)
+            action = a.numpy().astype(np.float64)
             if noise > 0:
                 action = np.clip(action + rng.normal(0.0, noise, size=action.shape), -1.0, 1.0)
         obs = env.check_observation(env.step(action))

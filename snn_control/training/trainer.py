@@ -130,7 +130,7 @@ class Trainer:
         self.policy.eval()
         episodes = rollout(self.env, self.policy, starts, goals, rng=self.rng,
                            noise=t.exploration_noise, random_actions=random,
-                           velocity_feedback=t.random_velocity_feedback, compiled=t.compiled_collection)
+                           velocity_feedback=t.random_velocity_feedback)
         self.policy.train()
         self.replay.add(episodes.obs, episodes.actions, episodes.goals)
         final = episodes.obs[:, -1]
