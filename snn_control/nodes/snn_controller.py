@@ -69,8 +69,13 @@ class SnnControllerNode(Node):
         self.goal_pub = self.create_publisher(PointStamped, "~/goal", latched)
         # The torques again, with the joint state they were computed from (recording).
         self.stamped_pub = self.create_publisher(JointState, "~/command_stamped", 10)
-        # Depth 1: only the newest joint state matters; a queue would hand the tick stale ones.
-        self.create_subscription(JointState, "/joint_states", self.on_joint_state, 1, callback_group=control)
+        # Joint states are taken by the control tick itself, newest only (depth 1: a queue would
+        # hand it stale ones), not delivered by the executor: at 1 kHz a Python callback per
+        # message kept the executor thread busy and the waking tick waited for the GIL. The
+        # subscription lives on a node of its own that no executor spins, so only the tick takes.
+        self._state_node = Node("snn_controller_joint_states", context=self.context,
+                                start_parameter_services=False)
+        self._state_sub = self._state_node.create_subscription(JointState, "/joint_states", lambda _: None, 1)
         self.create_subscription(PoseStamped, "/goal_pose", self.on_goal_pose, 10)
         self.create_subscription(PointStamped, "/clicked_point", self.on_clicked_point, 10)
         self.create_service(Trigger, "~/reload_model", self.on_reload, callback_group=service)
@@ -97,6 +102,15 @@ class SnnControllerNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # -- inputs ---------------------------------------------------------------------
+    def take_joint_state(self) -> None:
+        """Hand the newest joint state waiting (if any) to the controller; the tick's first step."""
+        newest = None
+        with self._state_sub.handle:
+            while (taken := self._state_sub.handle.take_message(JointState, False)) is not None:
+                newest = taken[0]
+        if newest is not None:
+            self.on_joint_state(newest)
+
     def on_joint_state(self, msg: JointState) -> None:
         try:
             self.core.update_joint_state(msg.name, msg.position, msg.velocity, self.now_s(), msg.header.stamp)
@@ -146,6 +160,7 @@ class SnnControllerNode(Node):
                 deadline = time.monotonic()
 
     def on_tick(self) -> None:
+        self.take_joint_state()
         result = self.core.tick(self.now_s())
         self.torque_pub.publish(Float64MultiArray(data=[float(x) for x in result.torque]))
         if result.status != self.last_status:
@@ -223,6 +238,7 @@ class SnnControllerNode(Node):
         self._running = False
         if self._loop is not None:
             self._loop.join(timeout=1.0)
+        self._state_node.destroy_node()
         self.core.close()
 
 
