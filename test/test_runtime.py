@@ -69,9 +69,20 @@ def test_loop_stats_counts_late_ticks():
 
 @pytest.fixture(scope="module")
 def core():
-    c = ControllerCore(PANDA)
-    yield c
-    c.close()
+    return ControllerCore(PANDA)
+
+
+def test_arm_kinematics_agree_with_the_simulators():
+    from snn_control.envs.panda import PandaKinematics
+    from snn_control.runtime.controller import arm_kinematics
+
+    compiled, simulator = arm_kinematics(), PandaKinematics()
+    try:
+        rng = np.random.default_rng(0)
+        for q in rng.uniform(-2.5, 2.5, size=(100, 7)):  # all seven vary (the midpoint sits on joint 7's axis)
+            np.testing.assert_allclose(compiled(q), simulator.effector(q), rtol=0, atol=1e-7)
+    finally:
+        simulator.close()
 
 
 def _feed(core, t, positions=READY, velocities=(0.0,) * 7, names=NAMES):

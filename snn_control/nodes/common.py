@@ -18,12 +18,11 @@ class StartupError(RuntimeError):
 def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
     """Init rclpy, build the node, spin until Ctrl-C or shutdown; 2 if the node refused to start.
 
-    ``threads`` 1 (the default): a single-threaded executor. rclpy's multi-threaded executor
-    spends so much Python time per wake-up that it starved the simulator's physics thread
-    of the GIL: with one extra Python subscriber on the 2-core machine the controller found
-    its joint states stale 18 times in 30 s and missed 52 % of its deadlines, against 0 and
-    0 % with this executor (``python bench/control_loop.py --rates 50 --listeners 1
-    [--executor-threads 2]``, docs/performance.md).
+    ``threads`` 1 (the default): a single-threaded executor, the least Python per wake-up.
+    rclpy's multi-threaded executor once starved the control loop (52 % deadline misses with
+    one extra Python subscriber on the 2-core machine); since the controller's tick takes its
+    own joint states, both show 0 % there (``python bench/control_loop.py --rates 50
+    --listeners 1 [--executor-threads 2]``, docs/performance.md).
     The environment variable ``SNN_CONTROL_EXECUTOR_THREADS`` overrides it (benchmarks)."""
     threads = int(os.environ.get("SNN_CONTROL_EXECUTOR_THREADS", threads))
     rclpy.init(args=sys.argv if args is None else args)

@@ -239,7 +239,6 @@ class SnnControllerNode(Node):
         if self._loop is not None:
             self._loop.join(timeout=1.0)
         self._state_node.destroy_node()
-        self.core.close()
 
 
 def main(args: list[str] | None = None) -> int:
