@@ -95,9 +95,6 @@ class TrainConfig:
     weight_l2: float = 0.0
     action_l2: float = 0.0
     action_smoothness: float = 0.0
-    effector_speed_penalty: float = 0.0  # weight on the imagined effector's squared speed
-    # ((distance unit / s)^2 per step); tried against the Panda SNN's hover at the goal, it
-    # did not damp it and cost accuracy (docs/training.md item 18)
     activity_bounds: float = 0.0  # weight of the firing-rate penalty below ...
     activity_min_hz: float = 1.0  # ... this rate per neuron (dead neurons) or above ...
     activity_max_hz: float = 100.0  # ... this rate per neuron; in units of 100 Hz squared

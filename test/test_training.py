@@ -75,34 +75,6 @@ def test_policy_updates_backpropagate_through_the_forward_model(tiny_run, tmp_pa
     assert distances[-1] < 0.7 * distances[0]
 
 
-class _Drift(_KnownPlant):
-    """The hand drifts 1 cm in x per step, whatever the action."""
-
-    def step(self, obs, action, state):
-        return torch.cat([obs[:, :1] + 0.01, obs[:, 1:]], dim=1), None
-
-
-def test_effector_speed_penalty_against_its_formula(tiny_run):
-    import dataclasses
-
-    from snn_control.training.updates import imagined_distance
-
-    trainer = Trainer(tiny_config(["train.iterations=7"]), tiny_run)
-    trainer._resume()
-    obs, actions, goals = (torch.as_tensor(a, dtype=torch.float32)
-                           for a in trainer.replay.sample(np.random.default_rng(0), 4, trainer.config.train.warmup))
-    period = trainer.env.spec.control_period_s
-
-    def penalty(weight):
-        t = dataclasses.replace(trainer.config.train, effector_speed_penalty=weight)
-        with torch.no_grad():
-            return float(imagined_distance(trainer.policy, _Drift(trainer.io_spec.obs_dim), obs, actions, goals, t,
-                                           trainer.effector, period)[1])
-
-    unroll = trainer.config.train.unroll
-    assert penalty(2.0) - penalty(0.0) == pytest.approx(2.0 * unroll * (0.01 / period) ** 2, rel=1e-4)
-
-
 def test_training_goes_on_from_a_trained_model(tiny_run, tmp_path):
     from snn_control.training.checkpoint import CheckpointError, load_model
 

@@ -102,18 +102,16 @@ class SnnControllerNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # -- inputs ---------------------------------------------------------------------
-    def take_joint_state(self) -> None:
+    def take_joint_state(self, now_s: float) -> None:
         """Hand the newest joint state waiting (if any) to the controller; the tick's first step."""
-        newest = None
+        msg = None
         with self._state_sub.handle:
             while (taken := self._state_sub.handle.take_message(JointState, False)) is not None:
-                newest = taken[0]
-        if newest is not None:
-            self.on_joint_state(newest)
-
-    def on_joint_state(self, msg: JointState) -> None:
+                msg = taken[0]
+        if msg is None:
+            return
         try:
-            self.core.update_joint_state(msg.name, msg.position, msg.velocity, self.now_s(), msg.header.stamp)
+            self.core.update_joint_state(msg.name, msg.position, msg.velocity, now_s, msg.header.stamp)
         except JointStateError as exc:
             self.get_logger().error(f"joint state refused: {exc}; commanding zero torque",
                                     throttle_duration_sec=1.0)
@@ -160,8 +158,9 @@ class SnnControllerNode(Node):
                 deadline = time.monotonic()
 
     def on_tick(self) -> None:
-        self.take_joint_state()
-        result = self.core.tick(self.now_s())
+        now = self.now_s()
+        self.take_joint_state(now)
+        result = self.core.tick(now)
         self.torque_pub.publish(Float64MultiArray(data=[float(x) for x in result.torque]))
         if result.status != self.last_status:
             text = f"controller {result.status}" + (f": {result.detail}" if result.detail else "")

@@ -93,14 +93,13 @@ def _tensors(sessions: SessionEpisodes, idx: np.ndarray):
 
 
 @torch.no_grad()
-def heldout_scores(predictor, policy, judge, sessions: SessionEpisodes, idx: np.ndarray, t, effector,
-                   period_s: float) -> dict:
+def heldout_scores(predictor, policy, judge, sessions: SessionEpisodes, idx: np.ndarray, t, effector) -> dict:
     """Forward-model error on held-out windows (teacher-forced, normalised units) and the
     policy's mean imagined distance (m) from their states towards their goals, imagined
     by ``judge`` (a forward model)."""
     obs, actions, goals = _tensors(sessions, idx)
     error = float(predictor_loss(predictor, obs, actions, t))
-    distance, _ = imagined_distance(policy, judge, obs, actions, goals, t, effector, period_s)
+    distance, _ = imagined_distance(policy, judge, obs, actions, goals, t, effector)
     return {"predictor_error": error, "imagined_distance_m": mean_distance(distance, t)}
 
 
@@ -203,7 +202,7 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
         for i in range(s.policy_updates):
             obs, actions, goals = (torch.as_tensor(a) for a in replay.sample(rng, s.batch, t.warmup))
             distances.append(policy_step(policy, predictor, policy_opt, obs, actions, goals, t, effector,
-                                         spec.control_period_s, config.model.learn_tau)["imagined_distance"])
+                                         config.model.learn_tau)["imagined_distance"])
             progress("policy", s.predictor_updates + i + 1, total)
             if (i + 1) % s.policy_check_every == 0 or i + 1 == s.policy_updates:
                 policy.eval()
@@ -221,9 +220,8 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
     policy.eval()
 
     progress("validate", total, total)
-    period = spec.control_period_s
-    before = heldout_scores(running_predictor, running_policy, predictor, sessions, held_idx, t, effector, period)
-    after = heldout_scores(predictor, policy, predictor, sessions, held_idx, t, effector, period)
+    before = heldout_scores(running_predictor, running_policy, predictor, sessions, held_idx, t, effector)
+    after = heldout_scores(predictor, policy, predictor, sessions, held_idx, t, effector)
     failures = []
     # (The forward model's held-out error cannot be worse: early stopping kept the best.)
     if after["imagined_distance_m"] > before["imagined_distance_m"] * (1 + s.heldout_tolerance):

@@ -120,7 +120,7 @@ class Trainer:
         t = self.config.train
         obs, actions, goals = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup))
         return policy_step(self.policy, self.predictor, self.policy_opt, obs, actions, goals, t,
-                           self.effector, self.env.spec.control_period_s, self.config.model.learn_tau)
+                           self.effector, self.config.model.learn_tau)
 
     # -- loop -----------------------------------------------------------------------------
     def collect(self) -> dict[str, float]:

@@ -63,8 +63,7 @@ def predictor_step(predictor, optimizer, obs, actions, t: TrainConfig, teacher_f
     return float(loss.detach())
 
 
-def imagined_distance(policy, predictor, obs, actions, goals, t: TrainConfig, effector: slice,
-                      control_period_s: float):
+def imagined_distance(policy, predictor, obs, actions, goals, t: TrainConfig, effector: slice):
     """Warm both nets up on ``t.warmup`` real steps, then let the policy act for ``t.unroll``
     steps in the predictor's imagination. Returns ``(distance summed over steps, penalty
     summed over steps)``; differentiable with respect to the policy's parameters."""
@@ -84,11 +83,7 @@ def imagined_distance(policy, predictor, obs, actions, goals, t: TrainConfig, ef
     previous = None
     for _ in range(t.unroll):
         action, potential, pol_state = policy.step(imagined, goals, pol_state)
-        before = imagined
         imagined, pred_state = predictor.step(imagined, action, pred_state)
-        if t.effector_speed_penalty:
-            moved = ((imagined[:, effector] - before[:, effector]) ** 2).sum(-1) / control_period_s**2
-            penalty = penalty + t.effector_speed_penalty * moved.mean()
         squared = ((imagined[:, effector] - goals) ** 2).sum(-1)
         if t.distance_loss == "euclidean":  # epsilon keeps the gradient finite at 0
             distance = distance + (squared + 1e-6).sqrt().mean()
@@ -111,11 +106,11 @@ def mean_distance(distance: torch.Tensor, t: TrainConfig) -> float:
 
 
 def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfig, effector: slice,
-                control_period_s: float, learn_tau: bool) -> dict[str, float]:
+                learn_tau: bool) -> dict[str, float]:
     """One policy update by back-propagation through the frozen predictor."""
     predictor.requires_grad_(False)
     try:
-        distance, penalty = imagined_distance(policy, predictor, obs, actions, goals, t, effector, control_period_s)
+        distance, penalty = imagined_distance(policy, predictor, obs, actions, goals, t, effector)
         loss = (distance + penalty) / t.unroll + t.weight_l2 * weight_l2(policy)
         for net in spiking_nets(policy) if t.activity_bounds else []:
             loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
