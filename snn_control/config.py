@@ -84,9 +84,6 @@ class TrainConfig:
     grad_clip: float = 30.0
     distance_loss: str = "squared"  # policy loss per imagined step: "squared" distance (seed
     # 000) or "euclidean" (unsquared: its gradient does not vanish near the goal)
-    real_anchored: float = 0.0  # share of policy updates that unroll along the latest
-    # collection's real trajectories instead of imagined ones (updates.imagined_distance,
-    # anchored): gradients from the model, states from the arm
     replay_episodes: int = 4096  # capacity, whole episodes
     random_iterations: int = 1  # first iterations act with smooth random torques ...
     random_velocity_feedback: float = 0.0  # ... minus this x joint velocity (action units per
@@ -265,9 +262,8 @@ def _validate(config: ExperimentConfig, where: str) -> None:
             raise ConfigError(f"{where}.train.{key}: must be >= 1")
     if t.distance_loss not in ("squared", "euclidean"):
         raise ConfigError(f"{where}.train.distance_loss: expected 'squared' or 'euclidean', got {t.distance_loss!r}")
-    for key in ("teacher_forcing", "real_anchored"):
-        if not 0.0 <= getattr(t, key) <= 1.0:
-            raise ConfigError(f"{where}.train.{key}: must lie in [0, 1]")
+    if not 0.0 <= t.teacher_forcing <= 1.0:
+        raise ConfigError(f"{where}.train.teacher_forcing: must lie in [0, 1]")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -75,61 +75,6 @@ def test_policy_updates_backpropagate_through_the_forward_model(tiny_run, tmp_pa
     assert distances[-1] < 0.7 * distances[0]
 
 
-class _ScaledPlant(_KnownPlant):
-    """:class:`_KnownPlant` with the action's effect scaled (0: actions do nothing)."""
-
-    def __init__(self, obs_dim, gain):
-        super().__init__(obs_dim)
-        self.gain = gain
-
-    def step(self, obs, action, state):
-        moved = obs[:, :2] + 0.05 * self.gain * action
-        return torch.cat([moved, obs[:, 2:]], dim=1), None
-
-
-@pytest.mark.parametrize("gain", [1.0, 0.0])
-def test_anchored_update_measures_the_real_trajectory_with_the_models_gradient(tiny_run, gain):
-    """Anchored to real windows, the policy loss is the real effector's distance (the model
-    only supplies gradients), and those gradients reach the policy through the model's
-    action response: none when the model says actions do nothing."""
-    from snn_control.training.updates import imagined_distance
-
-    trainer = Trainer(tiny_config(["train.iterations=7", "train.unroll=6"]), tiny_run)
-    trainer._resume()
-    trainer.predictor = _ScaledPlant(trainer.io_spec.obs_dim, gain)
-    t = trainer.config.train
-    n = trainer.recent.capacity
-    trainer.recent.add(trainer.replay.obs[:n], trainer.replay.actions[:n], trainer.replay.goals[:n])
-    obs, actions, goals = (torch.as_tensor(a) for a in trainer.recent.sample(np.random.default_rng(3), 8, t.warmup + t.unroll))
-    distance, _ = imagined_distance(trainer.policy, trainer.predictor, obs, actions, goals, t, trainer.effector,
-                                    anchored=True)
-    real = ((obs[t.warmup + 1:, :, trainer.effector] - goals) ** 2).sum(-1)
-    assert float(distance.detach()) == pytest.approx(float((real + 1e-6).sqrt().mean(-1).sum()), rel=1e-5)
-    grads = torch.autograd.grad(distance, list(trainer.policy.parameters()), allow_unused=True)
-    largest = max(float(g.abs().max()) for g in grads if g is not None) if any(g is not None for g in grads) else 0.0
-    assert (largest > 0) == (gain > 0)
-
-
-def test_anchored_updates_are_spread_over_an_iteration_and_skip_random_collections():
-    trainer = Trainer(tiny_config(["train.policy_updates=4", "train.real_anchored=0.5", "train.random_iterations=1"]),
-                      "/tmp/unused-run-dir")
-    assert trainer.anchored_updates() == [False] * 4  # iteration 0 collected random torques
-    trainer.iteration = 1
-    assert trainer.anchored_updates() == [False, True, False, True]
-    trainer.config.train.real_anchored = 1.0
-    assert trainer.anchored_updates() == [True] * 4
-    trainer.config.train.real_anchored = 0.0
-    assert trainer.anchored_updates() == [False] * 4
-
-
-def test_a_run_with_anchored_updates_trains_and_logs_the_real_distance(tmp_path):
-    Trainer(tiny_config(["train.iterations=2", "train.eval_every=0", "train.real_anchored=0.5",
-                         "train.random_iterations=1"]), tmp_path).fit(progress=False)
-    rows = _rows(tmp_path)
-    assert np.isnan(rows[0]["charts/anchored_distance"])  # a random collection: none anchored
-    assert np.isfinite(rows[1]["charts/anchored_distance"]) and np.isfinite(rows[1]["charts/imagined_distance"])
-
-
 def test_training_goes_on_from_a_trained_model(tiny_run, tmp_path):
     from snn_control.training.checkpoint import CheckpointError, load_model
 

@@ -59,10 +59,6 @@ def plot_training(metrics_path: Path, path: Path) -> bool:
         axes[0].plot(x, [r["losses/predictor"] for r in rows])
         axes[0].set_title("predictor loss (normalised MSE)")
         axes[1].plot(x, [r["charts/imagined_distance"] for r in rows], label="imagined (policy loss)")
-        anchored = [(r[x_key], r["charts/anchored_distance"]) for r in rows
-                    if np.isfinite(r.get("charts/anchored_distance", float("nan")))]
-        if anchored:
-            axes[1].plot(*zip(*anchored), label="real, anchored updates (policy loss)")
         axes[1].plot(x, [r["collect/final_distance_median"] for r in rows], label="collected, final median")
         axes[1].set_title("distance to goal")
         axes[1].set_yscale("log")

@@ -84,8 +84,6 @@ class Trainer:
         self.pred_opt = make_optimizer(self.predictor, t.lr, t.tau_lr)
         self.policy_opt = make_optimizer(self.policy, t.lr, t.tau_lr)
         self.replay = EpisodicReplay(t.replay_episodes, spec.episode_steps, spec.obs_dim, spec.act_dim, spec.goal_dim)
-        # the latest collection by the policy (anchored updates need the current policy's data)
-        self.recent = EpisodicReplay(t.envs, spec.episode_steps, spec.obs_dim, spec.act_dim, spec.goal_dim)
         self.iteration = 0
         self.elapsed_s = 0.0  # wall time spent training, summed over resumed runs
         self.effector = slice(*spec.effector)
@@ -118,26 +116,11 @@ class Trainer:
         obs, actions, _ = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup + t.unroll))
         return predictor_step(self.predictor, self.pred_opt, obs, actions, t, self.teacher_forcing())
 
-    def policy_update(self, anchored: bool = False) -> dict[str, float]:
-        """One policy update from replay windows, or (``anchored``) along windows of the
-        latest collection's real trajectories."""
+    def policy_update(self) -> dict[str, float]:
         t = self.config.train
-        if anchored:
-            batch = self.recent.sample(self.rng, t.batch, t.warmup + t.unroll)
-        else:
-            batch = self.replay.sample(self.rng, t.batch, t.warmup)
-        obs, actions, goals = _obs_to_torch(*batch)
+        obs, actions, goals = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup))
         return policy_step(self.policy, self.predictor, self.policy_opt, obs, actions, goals, t,
-                           self.effector, self.config.model.learn_tau, anchored)
-
-    def anchored_updates(self) -> list[bool]:
-        """Which of this iteration's policy updates are anchored: ``real_anchored`` of them,
-        spread evenly; none after a collection with random torques (not the policy's)."""
-        t = self.config.train
-        if self.iteration < t.random_iterations:
-            return [False] * t.policy_updates
-        share = t.real_anchored
-        return [int((i + 1) * share + 1e-9) > int(i * share + 1e-9) for i in range(t.policy_updates)]
+                           self.effector, self.config.model.learn_tau)
 
     # -- loop -----------------------------------------------------------------------------
     def collect(self) -> dict[str, float]:
@@ -150,7 +133,6 @@ class Trainer:
                            velocity_feedback=t.random_velocity_feedback)
         self.policy.train()
         self.replay.add(episodes.obs, episodes.actions, episodes.goals)
-        self.recent.add(episodes.obs, episodes.actions, episodes.goals)
         final = episodes.obs[:, -1]
         return {
             "collect/final_distance_median": float(np.median(self.env.distance(final, goals))),
@@ -198,16 +180,12 @@ class Trainer:
                 t0 = time.perf_counter()
                 pred_losses = [self.predictor_update() for _ in range(t.predictor_updates)]
                 t1 = time.perf_counter()
-                kinds = self.anchored_updates()
-                pol = [self.policy_update(anchored) for anchored in kinds]
+                pol = [self.policy_update() for _ in range(t.policy_updates)]
                 t2 = time.perf_counter()
-                imagined = [p["imagined_distance"] for p, anchored in zip(pol, kinds) if not anchored]
-                real = [p["imagined_distance"] for p, anchored in zip(pol, kinds) if anchored]
                 metrics.update({
                     "losses/predictor": float(np.mean(pred_losses)) if pred_losses else float("nan"),
                     "losses/policy": float(np.mean([p["loss"] for p in pol])) if pol else float("nan"),
-                    "charts/imagined_distance": float(np.mean(imagined)) if imagined else float("nan"),
-                    "charts/anchored_distance": float(np.mean(real)) if real else float("nan"),
+                    "charts/imagined_distance": float(np.mean([p["imagined_distance"] for p in pol])) if pol else float("nan"),
                     "charts/teacher_forcing": self.teacher_forcing(),
                     "charts/lr_scale": self.lr_scale(),
                     "time/collect_s": t0 - start, "time/predictor_s": t1 - t0, "time/policy_s": t2 - t1,

@@ -63,18 +63,10 @@ def predictor_step(predictor, optimizer, obs, actions, t: TrainConfig, teacher_f
     return float(loss.detach())
 
 
-def imagined_distance(policy, predictor, obs, actions, goals, t: TrainConfig, effector: slice,
-                      anchored: bool = False):
+def imagined_distance(policy, predictor, obs, actions, goals, t: TrainConfig, effector: slice):
     """Warm both nets up on ``t.warmup`` real steps, then let the policy act for ``t.unroll``
     steps in the predictor's imagination. Returns ``(distance summed over steps, penalty
-    summed over steps)``; differentiable with respect to the policy's parameters.
-
-    ``anchored``: ``obs`` and ``actions`` hold ``t.warmup + t.unroll`` real steps of a recent
-    policy, and the unrolled states and actions take the real values while their gradients
-    run through the predictor and the policy (each real action read as the policy's action
-    plus noise). The loss then measures what the arm really did, the vibration at the goal
-    included, which an imagined rollout does not show, and the model still says how a
-    change of the policy would change it."""
+    summed over steps)``; differentiable with respect to the policy's parameters."""
     batch = goals.shape[0]
     pred_state = predictor.initial_state(batch, obs)
     pol_state = policy.initial_state(batch, obs)
@@ -89,12 +81,9 @@ def imagined_distance(policy, predictor, obs, actions, goals, t: TrainConfig, ef
     distance = obs.new_zeros(())
     penalty = obs.new_zeros(())
     previous = None
-    for k in range(t.unroll):
+    for _ in range(t.unroll):
         action, potential, pol_state = policy.step(imagined, goals, pol_state)
-        if anchored:
-            action = action + (actions[t.warmup + k] - action).detach()
-        predicted, pred_state = predictor.step(imagined, action, pred_state)
-        imagined = obs[t.warmup + k + 1] + (predicted - predicted.detach()) if anchored else predicted
+        imagined, pred_state = predictor.step(imagined, action, pred_state)
         squared = ((imagined[:, effector] - goals) ** 2).sum(-1)
         if t.distance_loss == "euclidean":  # epsilon keeps the gradient finite at 0
             distance = distance + (squared + 1e-6).sqrt().mean()
@@ -117,12 +106,11 @@ def mean_distance(distance: torch.Tensor, t: TrainConfig) -> float:
 
 
 def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfig, effector: slice,
-                learn_tau: bool, anchored: bool = False) -> dict[str, float]:
-    """One policy update by back-propagation through the frozen predictor (``anchored``:
-    along real trajectories, see :func:`imagined_distance`)."""
+                learn_tau: bool) -> dict[str, float]:
+    """One policy update by back-propagation through the frozen predictor."""
     predictor.requires_grad_(False)
     try:
-        distance, penalty = imagined_distance(policy, predictor, obs, actions, goals, t, effector, anchored)
+        distance, penalty = imagined_distance(policy, predictor, obs, actions, goals, t, effector)
         loss = (distance + penalty) / t.unroll + t.weight_l2 * weight_l2(policy)
         for net in spiking_nets(policy) if t.activity_bounds else []:
             loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
