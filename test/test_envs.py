@@ -71,6 +71,42 @@ def test_panda_gravity_compensated_holds_still_and_torque_moves():
     env.close()
 
 
+def test_panda_without_gravity_moves_like_the_arm_with_gravity_compensated():
+    """The simulation leaves gravity out because the torque interface compensates it
+    exactly. Reference: gravity on, and ``g(q)`` from PyBullet's inverse dynamics added to
+    the torque of joints 1-6 at every physics step (joint 7 and the fingers hold position
+    against gravity)."""
+    import pybullet
+
+    from snn_control.envs.panda import ACTUATED, GRAVITY, MOVABLE
+
+    env, reference = PandaBatch(1), PandaBatch(1)
+    cid, body = reference.clients[0]
+    pybullet.setGravity(0, 0, -GRAVITY, physicsClientId=cid)
+    starts, goals = env.sample_tasks(np.random.default_rng(4), 1)
+    env.reset_to(starts, goals)
+    reference.reset_to(starts, goals)
+    torques = np.random.default_rng(5).uniform(-0.3, 0.3, size=(10, 6)) * np.asarray(env.spec.action_scale)
+    zeros = [0.0] * len(MOVABLE)
+    for command in torques:
+        for applied in reference._rate_limited(command[None], env.physics_substeps)[0]:
+            q = [s[0] for s in pybullet.getJointStates(body, MOVABLE, physicsClientId=cid)]
+            gravity = pybullet.calculateInverseDynamics(body, q, zeros, zeros, physicsClientId=cid)
+            pybullet.setJointMotorControlArray(body, list(range(ACTUATED)), pybullet.TORQUE_CONTROL,
+                                               forces=list(applied + np.asarray(gravity[:ACTUATED])),
+                                               physicsClientId=cid)
+            pybullet.stepSimulation(physicsClientId=cid)
+            reference.applied = applied[None]
+        reference._read_state()
+        env.advance(command[None], env.physics_substeps)
+    moved = np.abs(env.q[0, :ACTUATED] - starts[0, :ACTUATED]).max()
+    assert moved > 0.05  # the torques moved the arm ...
+    assert np.abs(env.q[0, :ACTUATED] - reference.q[0, :ACTUATED]).max() < 1e-4  # ... the same way
+    assert np.abs(env.q[0, 6] - reference.q[0, 6]).max() < 1e-3  # joint 7 sagged a little under gravity
+    env.close()
+    reference.close()
+
+
 def test_panda_torque_rate_limit():
     env = PandaBatch(1)
     starts, goals = env.sample_tasks(np.random.default_rng(0), 1)

@@ -2,9 +2,12 @@
 
 Joints 1-6 are torque controlled: ``tau = action * torque_scale * (87, 87, 87, 87, 12, 12)``
 N m, held
-for one control period (20 ms) while physics runs at 1 ms. Gravity is on and
-compensated at every physics step with the model's own ``g(q)``, as the real Panda's
-torque interface does, so a commanded torque means the same in sim and on the robot.
+for one control period (20 ms) while physics runs at 1 ms. Gravity is compensated
+exactly, as the real Panda's torque interface compensates it with its own model at every
+joint, so a commanded torque means the same in sim and on the robot. Exact compensation
+with the simulator's own model cancels gravity; the simulation therefore runs without
+gravity (an uncompensated payload's weight is applied as a force), which costs a third
+less per physics step than computing ``g(q)`` every millisecond and adding it.
 The commanded torque reaches the joints through the real robot's torque-rate limit
 (1000 N m/s, checked at the physics rate), the same limit the ROS safety filter applies.
 Joint 7 is held by a PD position loop, the fingers are held open.
@@ -37,6 +40,7 @@ TORQUE_LIMIT = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0)  # N m
 NEUTRAL = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])  # rad, Franka's ready pose
 FINGER_OPENING = 0.04  # m per finger
 HAND_LINK = 8  # panda_hand
+GRAVITY = 9.81  # m/s^2
 
 
 @dataclass
@@ -168,6 +172,7 @@ class PandaBatch(BatchedReachEnv):
             pybullet.URDF_USE_SELF_COLLISION | pybullet.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
         )
         self.applied = np.zeros((num_envs, ACTUATED))  # N m, after the rate limit
+        self._internal_substeps = [1] * num_envs  # physics steps per stepSimulation call
         self.pending: list[np.ndarray] = []  # commanded torques not yet acting (action_delay_steps)
         self.q = np.zeros((num_envs, 7))
         self.dq = np.zeros((num_envs, 7))
@@ -178,8 +183,8 @@ class PandaBatch(BatchedReachEnv):
         cid = pybullet.connect(pybullet.GUI if gui else pybullet.DIRECT)
         pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=cid)
         body = pybullet.loadURDF(URDF, useFixedBase=True, flags=flags, physicsClientId=cid)
-        pybullet.setGravity(0, 0, -9.81, physicsClientId=cid)
-        pybullet.setTimeStep(self.config.physics_dt, physicsClientId=cid)
+        pybullet.setGravity(0, 0, 0, physicsClientId=cid)  # compensated exactly (module docstring)
+        pybullet.setPhysicsEngineParameter(fixedTimeStep=self.config.physics_dt, numSubSteps=1, physicsClientId=cid)
         # Default velocity motors would fight the torques: switch them off for joints 1-6.
         pybullet.setJointMotorControlArray(
             body, list(range(ACTUATED)), pybullet.VELOCITY_CONTROL, forces=[0.0] * ACTUATED,
@@ -283,32 +288,44 @@ class PandaBatch(BatchedReachEnv):
 
     def advance(self, torques: np.ndarray, physics_steps: int) -> None:
         """Hold joint torques ``(N, 6)`` N m (before the rate limit) for ``physics_steps``
-        physics steps, with gravity compensation, then read the new state."""
+        physics steps, gravity compensated, then read the new state."""
         cfg = self.config
         schedule = self._rate_limited(torques, physics_steps)  # (N, steps, 6), N m
         if physics_steps:
             self.applied = schedule[:, -1].copy()
-        zeros9 = [0.0] * len(MOVABLE)
         actuated = list(range(ACTUATED))
-        payload = [0.0, 0.0, -9.81 * cfg.hand_payload_kg]
-        # The inner loop runs 20 times per control step per copy: plain Python floats and
-        # one call per PyBullet function keep it at the simulator's own cost.
-        for (cid, body), steps in zip(self.clients, schedule.tolist()):
-            for applied in steps:
-                states = pybullet.getJointStates(body, MOVABLE, physicsClientId=cid)
-                gravity = pybullet.calculateInverseDynamics(
-                    body, [s[0] for s in states], zeros9, zeros9, physicsClientId=cid
-                )
-                pybullet.setJointMotorControlArray(
-                    body, actuated, pybullet.TORQUE_CONTROL,
-                    forces=[a + g for a, g in zip(applied, gravity)], physicsClientId=cid,
-                )
+        payload = [0.0, 0.0, -GRAVITY * cfg.hand_payload_kg]
+        # Once the rate limit has brought the applied torque to the command, it stays
+        # constant: those physics steps run as one call of PyBullet's internal substeps
+        # (the same steps, bit for bit; it keeps a call's torque for all of them), the
+        # ramp before it one call per step. A payload's force moves with the hand: every
+        # step on its own then. Plain Python floats keep the loop at the simulator's cost.
+        ramp = np.full(self.num_envs, physics_steps) if cfg.hand_payload_kg else _ramp_lengths(schedule)
+        for i, ((cid, body), steps) in enumerate(zip(self.clients, schedule.tolist())):
+            ramp_steps = int(ramp[i])
+            if ramp_steps:
+                self._set_internal_substeps(i, 1)
+            for applied in steps[:ramp_steps]:
+                pybullet.setJointMotorControlArray(body, actuated, pybullet.TORQUE_CONTROL,
+                                                   forces=applied, physicsClientId=cid)
                 if cfg.hand_payload_kg:  # the payload's weight, which g(q) does not know about
                     at = pybullet.getLinkState(body, HAND_LINK, physicsClientId=cid)[0]
                     pybullet.applyExternalForce(body, HAND_LINK, payload, at, pybullet.WORLD_FRAME,
                                                 physicsClientId=cid)
                 pybullet.stepSimulation(physicsClientId=cid)
+            if ramp_steps < physics_steps:
+                self._set_internal_substeps(i, physics_steps - ramp_steps)
+                pybullet.setJointMotorControlArray(body, actuated, pybullet.TORQUE_CONTROL,
+                                                   forces=steps[-1], physicsClientId=cid)
+                pybullet.stepSimulation(physicsClientId=cid)
         self._read_state()
+
+    def _set_internal_substeps(self, i: int, n: int) -> None:
+        """Make copy ``i``'s next ``stepSimulation`` run ``n`` physics steps."""
+        if self._internal_substeps[i] != n:
+            pybullet.setPhysicsEngineParameter(fixedTimeStep=n * self.config.physics_dt, numSubSteps=n,
+                                               physicsClientId=self.clients[i][0])
+            self._internal_substeps[i] = n
 
     def _rate_limited(self, torques: np.ndarray, physics_steps: int) -> np.ndarray:
         """``(N, physics_steps, 6)``: the torque each physics step applies when the applied
@@ -349,3 +366,11 @@ class PandaBatch(BatchedReachEnv):
     def __del__(self) -> None:  # DIRECT clients are process-global; do not leak them
         if getattr(self, "clients", None):
             self.close()
+
+
+def _ramp_lengths(schedule: np.ndarray) -> np.ndarray:
+    """Per copy, the number of leading physics steps of ``schedule`` ``(N, steps, 6)`` after
+    which its torque no longer changes (0: constant throughout)."""
+    changes = np.any(schedule[:, 1:] != schedule[:, :-1], axis=2)  # (N, steps - 1)
+    last = changes.shape[1] - np.argmax(changes[:, ::-1], axis=1)  # index after the last change
+    return np.where(changes.any(axis=1), last, 0)
