@@ -3,7 +3,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from snn_control.envs import EnvError, make_batch, make_gym_env
-from snn_control.envs.panda import PandaBatch
+from snn_control.envs.panda import PandaBatch, PandaConfig
 from snn_control.envs.reacher import DAMPING, GAIN, MAX_OMEGA, ReacherBatch, ReacherConfig, hand_position
 
 
@@ -103,6 +103,43 @@ def test_panda_without_gravity_moves_like_the_arm_with_gravity_compensated():
     assert moved > 0.05  # the torques moved the arm ...
     assert np.abs(env.q[0, :ACTUATED] - reference.q[0, :ACTUATED]).max() < 1e-4  # ... the same way
     assert np.abs(env.q[0, 6] - reference.q[0, 6]).max() < 1e-3  # joint 7 sagged a little under gravity
+    env.close()
+    reference.close()
+
+
+def test_panda_steps_after_the_rate_limit_ramp_run_as_one_call_with_the_same_result():
+    """``advance`` runs the physics steps after the torque ramp as one ``stepSimulation``
+    with internal substeps; stepping each physics step on its own gives the same arm."""
+    import pybullet
+
+    from snn_control.envs.panda import ACTUATED, _ramp_lengths
+
+    config = PandaConfig(torque_scale=0.1)
+    env, reference = PandaBatch(2, config), PandaBatch(2, config)
+    starts, goals = env.sample_tasks(np.random.default_rng(4), 2)
+    env.reset_to(starts, goals)
+    reference.reset_to(starts, goals)
+    actions = np.cumsum(np.random.default_rng(0).normal(0, 0.15, (30, 2, 6)), axis=0).clip(-1, 1)
+    ramps = []
+    for action in actions:
+        schedule = reference._rate_limited(action * np.asarray(env.spec.action_scale), env.physics_substeps)
+        ramps.extend(_ramp_lengths(schedule).tolist())
+        reference.applied = schedule[:, -1].copy()
+        for (cid, body), steps in zip(reference.clients, schedule.tolist()):
+            for applied in steps:
+                pybullet.setJointMotorControlArray(body, list(range(ACTUATED)), pybullet.TORQUE_CONTROL,
+                                                   forces=applied, physicsClientId=cid)
+                pybullet.stepSimulation(physicsClientId=cid)
+        reference._read_state()
+        env.step(action)
+    assert 0 < np.mean(ramps) < env.physics_substeps  # both kinds of step were taken
+    assert np.abs(env.q - starts).max() > 0.05
+    assert np.array_equal(env.q, reference.q) and np.array_equal(env.dq, reference.dq)
+    # one physics step per call, as the ROS simulator runs at 1000 Hz joint states
+    assert _ramp_lengths(np.zeros((2, 1, 6))).tolist() == [0, 0]
+    before, applied = env.q.copy(), env.applied.copy()
+    env.advance(applied + 5.0, 1)
+    assert not np.array_equal(env.q, before) and np.allclose(env.applied - applied, 1.0)  # 1 N m in 1 ms
     env.close()
     reference.close()
 

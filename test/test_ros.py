@@ -409,6 +409,41 @@ def test_simulator_rejects_bad_commands(ros):
     assert "non-finite" in log
 
 
+def test_simulator_publishes_every_physics_step_at_1000_hz(ros):
+    """With ``publish_rate_hz`` at the physics rate the simulator advances one physics step
+    at a time (what the 1000 Hz control loop runs against)."""
+    started = time.monotonic()
+    proc = start("panda_sim", "publish_rate_hz:=1000.0")
+    try:
+        assert ros.spin(30, until=lambda: len([t for t, _ in ros.joint_states if t > started]) > 200)
+    finally:
+        log = stop(proc)
+    assert "physics stopped" not in log
+    assert proc.returncode == 0
+
+
+def test_simulator_exits_with_an_error_when_its_physics_fails():
+    """A simulator whose physics thread died must not live on as a silent node: it logs
+    why, shuts down and exits with status 1 (the node run as its console script runs it,
+    with its physics made to fail)."""
+    script = (
+        "from snn_control.nodes.common import run_node\n"
+        "from snn_control.nodes.panda_sim import PandaSimNode\n"
+        "def make():\n"
+        "    node = PandaSimNode()\n"
+        "    def broken(*_):\n"
+        "        raise RuntimeError('simulated solver failure')\n"
+        "    node.env.advance = broken\n"
+        "    return node\n"
+        "raise SystemExit(run_node(make, args=[]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "physics stopped: RuntimeError: simulated solver failure" in done.stdout + done.stderr
+    assert "exiting with status 1" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_controller_refuses_a_checkpoint_for_other_joints(ros, tmp_path):
     proc = start("snn_controller", "joint_names:=[fr3_joint1,fr3_joint2,fr3_joint3,fr3_joint4,fr3_joint5,fr3_joint6]")
     try:

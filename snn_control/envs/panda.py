@@ -371,6 +371,8 @@ class PandaBatch(BatchedReachEnv):
 def _ramp_lengths(schedule: np.ndarray) -> np.ndarray:
     """Per copy, the number of leading physics steps of ``schedule`` ``(N, steps, 6)`` after
     which its torque no longer changes (0: constant throughout)."""
+    if schedule.shape[1] < 2:
+        return np.zeros(schedule.shape[0], dtype=int)
     changes = np.any(schedule[:, 1:] != schedule[:, :-1], axis=2)  # (N, steps - 1)
     last = changes.shape[1] - np.argmax(changes[:, ::-1], axis=1)  # index after the last change
     return np.where(changes.any(axis=1), last, 0)

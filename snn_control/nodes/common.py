@@ -43,6 +43,9 @@ def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: i
             if rclpy.ok():
                 raise
             # Ctrl-C shut the context down while the executor was building its wait set
+        if getattr(node, "fatal_error", None):  # a node thread failed and shut the node down
+            print(f"[snn_control] {node.fatal_error}; exiting with status 1", file=sys.stderr)
+            return 1
         return 0
     finally:
         if node is not None:

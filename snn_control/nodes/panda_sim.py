@@ -29,8 +29,9 @@ FINGERS = ("panda_finger_joint1", "panda_finger_joint2")
 
 
 class PandaSimNode(Node):
-    def __init__(self) -> None:
-        super().__init__("panda_sim")
+    def __init__(self, context=None) -> None:
+        super().__init__("panda_sim", context=context)
+        self.fatal_error: str | None = None
         p = declare(
             self, physics_dt=0.001, publish_rate_hz=250.0, real_time_factor=1.0,
             command_timeout_s=0.1, gui=False, joint_names=list(JOINT_NAMES[:ACTUATED]),
@@ -87,21 +88,29 @@ class PandaSimNode(Node):
             self.command_time = self.sim_time
 
     def _physics_loop(self) -> None:
+        """The physics thread. If it fails, the node must not live on without physics (a
+        silent simulator looks like a stalled arm): it logs why and shuts its context down,
+        and ``run_node`` exits with status 1."""
+        try:
+            self._step_forever()
+        except Exception as exc:  # noqa: BLE001
+            if not self.context.ok():  # Ctrl-C shut the context down under us: stop quietly
+                return
+            self.fatal_error = f"physics stopped: {type(exc).__name__}: {exc}"
+            self.get_logger().fatal(self.fatal_error)
+            self.context.try_shutdown()
+
+    def _step_forever(self) -> None:
         period = self.steps_per_publish * self.params["physics_dt"]
         factor = self.params["real_time_factor"]
         next_wake = time.monotonic()
-        while self._running and rclpy.ok():
+        while self._running and self.context.ok():
             with self._lock:
                 fresh = self.command_time is not None and self.sim_time - self.command_time <= self.params["command_timeout_s"]
                 command = self.command if fresh else np.zeros(ACTUATED)
             self.env.advance(command[None], self.steps_per_publish)
             self.sim_time += period
-            try:
-                self._publish()
-            except Exception:  # noqa: BLE001
-                if not self.context.ok():  # Ctrl-C shut the context down under us: stop quietly
-                    return
-                raise
+            self._publish()
             if factor > 0:
                 next_wake += period / factor
                 delay = next_wake - time.monotonic()
