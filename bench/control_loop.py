@@ -106,6 +106,9 @@ def measure(rate: float, seconds: float, workdir: Path, monitor, listeners: int 
             rclpy.spin_once(monitor, timeout_sec=0.1)
             if start_ticks is None and diag.get("status") == "active":
                 start_ticks = diag.get("ticks")
+        if start_ticks is None:  # no joint states (a dead simulator) or no goal: no loop to time
+            raise SystemExit(f"control_loop: the controller at {rate:g} Hz never became active "
+                             f"(last status {diag.get('status')!r}); nothing measured")
         diag.clear()
         while not diag:  # the diagnostics published after the run
             rclpy.spin_once(monitor, timeout_sec=0.1)
