@@ -29,8 +29,8 @@ FINGERS = ("panda_finger_joint1", "panda_finger_joint2")
 
 
 class PandaSimNode(Node):
-    def __init__(self, context=None) -> None:
-        super().__init__("panda_sim", context=context)
+    def __init__(self) -> None:
+        super().__init__("panda_sim")
         self.fatal_error: str | None = None
         p = declare(
             self, physics_dt=0.001, publish_rate_hz=250.0, real_time_factor=1.0,
