@@ -71,33 +71,47 @@ def test_panda_gravity_compensated_holds_still_and_torque_moves():
     env.close()
 
 
-def test_panda_without_gravity_moves_like_the_arm_with_gravity_compensated():
-    """The simulation leaves gravity out because the torque interface compensates it
-    exactly. Reference: gravity on, and ``g(q)`` from PyBullet's inverse dynamics added to
-    the torque of joints 1-6 at every physics step (joint 7 and the fingers hold position
-    against gravity)."""
+def _advance_one_call_per_physics_step(env, torques, compensate_gravity=False):
+    """The reference ``advance``: one ``stepSimulation`` per physics step, and with
+    ``compensate_gravity`` (gravity switched on by the caller) ``g(q)`` from PyBullet's
+    inverse dynamics added to the torque of joints 1-6 at every step. Returns the
+    rate-limited torque schedule."""
     import pybullet
 
-    from snn_control.envs.panda import ACTUATED, GRAVITY, MOVABLE
+    from snn_control.envs.panda import ACTUATED, MOVABLE
+
+    schedule = env._rate_limited(torques, env.physics_substeps)
+    env.applied = schedule[:, -1].copy()
+    zeros = [0.0] * len(MOVABLE)
+    for (cid, body), steps in zip(env.clients, schedule.tolist()):
+        for applied in steps:
+            if compensate_gravity:
+                q = [s[0] for s in pybullet.getJointStates(body, MOVABLE, physicsClientId=cid)]
+                gravity = pybullet.calculateInverseDynamics(body, q, zeros, zeros, physicsClientId=cid)
+                applied = [a + g for a, g in zip(applied, gravity)]
+            pybullet.setJointMotorControlArray(body, list(range(ACTUATED)), pybullet.TORQUE_CONTROL,
+                                               forces=applied, physicsClientId=cid)
+            pybullet.stepSimulation(physicsClientId=cid)
+    env._read_state()
+    return schedule
+
+
+def test_panda_without_gravity_moves_like_the_arm_with_gravity_compensated():
+    """The simulation leaves gravity out because the torque interface compensates it
+    exactly. Reference: gravity on, and ``g(q)`` added to the torque of joints 1-6 at every
+    physics step (joint 7 and the fingers hold position against gravity)."""
+    import pybullet
+
+    from snn_control.envs.panda import ACTUATED, GRAVITY
 
     env, reference = PandaBatch(1), PandaBatch(1)
-    cid, body = reference.clients[0]
-    pybullet.setGravity(0, 0, -GRAVITY, physicsClientId=cid)
+    pybullet.setGravity(0, 0, -GRAVITY, physicsClientId=reference.clients[0][0])
     starts, goals = env.sample_tasks(np.random.default_rng(4), 1)
     env.reset_to(starts, goals)
     reference.reset_to(starts, goals)
     torques = np.random.default_rng(5).uniform(-0.3, 0.3, size=(10, 6)) * np.asarray(env.spec.action_scale)
-    zeros = [0.0] * len(MOVABLE)
     for command in torques:
-        for applied in reference._rate_limited(command[None], env.physics_substeps)[0]:
-            q = [s[0] for s in pybullet.getJointStates(body, MOVABLE, physicsClientId=cid)]
-            gravity = pybullet.calculateInverseDynamics(body, q, zeros, zeros, physicsClientId=cid)
-            pybullet.setJointMotorControlArray(body, list(range(ACTUATED)), pybullet.TORQUE_CONTROL,
-                                               forces=list(applied + np.asarray(gravity[:ACTUATED])),
-                                               physicsClientId=cid)
-            pybullet.stepSimulation(physicsClientId=cid)
-            reference.applied = applied[None]
-        reference._read_state()
+        _advance_one_call_per_physics_step(reference, command[None], compensate_gravity=True)
         env.advance(command[None], env.physics_substeps)
     moved = np.abs(env.q[0, :ACTUATED] - starts[0, :ACTUATED]).max()
     assert moved > 0.05  # the torques moved the arm ...
@@ -110,9 +124,7 @@ def test_panda_without_gravity_moves_like_the_arm_with_gravity_compensated():
 def test_panda_steps_after_the_rate_limit_ramp_run_as_one_call_with_the_same_result():
     """``advance`` runs the physics steps after the torque ramp as one ``stepSimulation``
     with internal substeps; stepping each physics step on its own gives the same arm."""
-    import pybullet
-
-    from snn_control.envs.panda import ACTUATED, _ramp_lengths
+    from snn_control.envs.panda import _ramp_lengths
 
     config = PandaConfig(torque_scale=0.1)
     env, reference = PandaBatch(2, config), PandaBatch(2, config)
@@ -122,15 +134,8 @@ def test_panda_steps_after_the_rate_limit_ramp_run_as_one_call_with_the_same_res
     actions = np.cumsum(np.random.default_rng(0).normal(0, 0.15, (30, 2, 6)), axis=0).clip(-1, 1)
     ramps = []
     for action in actions:
-        schedule = reference._rate_limited(action * np.asarray(env.spec.action_scale), env.physics_substeps)
+        schedule = _advance_one_call_per_physics_step(reference, action * np.asarray(env.spec.action_scale))
         ramps.extend(_ramp_lengths(schedule).tolist())
-        reference.applied = schedule[:, -1].copy()
-        for (cid, body), steps in zip(reference.clients, schedule.tolist()):
-            for applied in steps:
-                pybullet.setJointMotorControlArray(body, list(range(ACTUATED)), pybullet.TORQUE_CONTROL,
-                                                   forces=applied, physicsClientId=cid)
-                pybullet.stepSimulation(physicsClientId=cid)
-        reference._read_state()
         env.step(action)
     assert 0 < np.mean(ramps) < env.physics_substeps  # both kinds of step were taken
     assert np.abs(env.q - starts).max() > 0.05
