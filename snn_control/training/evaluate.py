@@ -28,6 +28,8 @@ OPEN_LOOP_STEPS = 50
 WARMUP_STEPS = 5
 RESPONSE_STEPS = 10  # control steps of the +1 / -1 action probe (action_response)
 HOLD_S = 1.0  # the last second of an episode: does the arm stay at the goal, or hover?
+AT_REST_STEPS = (50, 150)  # policy_at_rest: steps run with the input frozen, and the first scored
+VELOCITY_NAMES = ("dq", "omega")  # observation names of joint velocities start with these
 
 
 def heldout_tasks(env: BatchedReachEnv, episodes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +175,33 @@ def action_response(env: BatchedReachEnv, predictor, starts: np.ndarray, goals: 
             "predicted_separation_median": pred_sep, "ratio_median": ratio}
 
 
+@torch.no_grad()
+def policy_at_rest(policy, final_obs: np.ndarray, spec) -> dict[str, float] | None:
+    """The policy's action with the arm at rest at its goal: each episode's final state with
+    zero joint velocities and the goal where the effector is, held for ``AT_REST_STEPS[1]``
+    control steps. Gravity is compensated (Panda) or absent (reacher), so zero torque is the
+    right answer; a non-zero mean is a bias, a fluctuation over time is noise the arm has to
+    absorb. Returns the RMS action, the mean over episodes and joints of each action's |time
+    mean| and of its std over time, and the mean |change| per step, over the last steps."""
+    velocity = [i for i, name in enumerate(spec.obs_names) if name.startswith(VELOCITY_NAMES)]
+    if not velocity:
+        return None  # without velocities in the input, "at rest" is not an input we can set
+    obs = torch.as_tensor(final_obs, dtype=torch.float32).clone()
+    obs[:, velocity] = 0.0
+    goals = obs[:, slice(*spec.effector)].clone()
+    state = policy.initial_state(len(obs), obs)
+    actions = []
+    skip, steps = AT_REST_STEPS
+    for _ in range(steps):
+        action, _, state = policy.step(obs, goals, state)
+        actions.append(action.double().numpy())
+    a = np.stack(actions[skip:])  # (steps - skip, N, A)
+    return {"steps": steps - skip, "action_rms": float(np.sqrt((a**2).mean())),
+            "action_mean_abs": float(np.abs(a.mean(axis=0)).mean()),
+            "action_std": float(a.std(axis=0).mean()),
+            "action_change_per_step": float(np.abs(np.diff(a, axis=0)).mean())}
+
+
 def synaptic_operations(net, spike_counts: list[float], steps: int) -> dict[str, float]:
     """Per control step (batch 1): spike-driven synaptic events and dense multiply-adds.
 
@@ -240,6 +269,7 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
             firing.update({f"policy.{layer}": rate for layer, rate in rates.items()})
         for net in counting:
             net.count_spikes = False
+        at_rest = policy_at_rest(policy, rolled.obs[:, -1], spec)  # after counting, as the probe below
         if pred_err is not None:  # after counting: the probe's spikes are not the policy's
             pred_err["action_response"] = action_response(env, predictor, starts, goals, spec.effector)
         result: dict[str, Any] = {
@@ -249,6 +279,7 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
             "seed": seed,
             "env_overrides": dict(env_overrides or {}),
             **reach_metrics(env, rolled.obs, goals),
+            "policy_at_rest": at_rest,
             "distance_unit": spec.distance_unit,
             "success_criterion": ("|dx|, |dy| <= 0.05 normalised" if spec.task == "reacher"
                                   else "final distance <= 0.05 m"),
