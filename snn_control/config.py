@@ -95,6 +95,9 @@ class TrainConfig:
     weight_l2: float = 0.0
     action_l2: float = 0.0
     action_smoothness: float = 0.0
+    hold_still: float = 0.0  # weight of the mean squared action the policy gives at rest at
+    # its goal, input frozen (policy_at_rest in the eval JSON); gravity is compensated, so the
+    # right torque there is zero. Damps the hover, costs precision (docs/training.md item 18)
     activity_bounds: float = 0.0  # weight of the firing-rate penalty below ...
     activity_min_hz: float = 1.0  # ... this rate per neuron (dead neurons) or above ...
     activity_max_hz: float = 100.0  # ... this rate per neuron; in units of 100 Hz squared

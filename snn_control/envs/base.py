@@ -35,6 +35,11 @@ class ReachSpec:
     action_scale: tuple[float, ...]  # N m (or model units) per unit action
 
 
+def velocity_indices(obs_names) -> list[int]:
+    """Positions of the joint velocities in an observation (named ``dq*`` or ``omega*``)."""
+    return [i for i, name in enumerate(obs_names) if name.startswith(("dq", "omega"))]
+
+
 class BatchedReachEnv(abc.ABC):
     spec: ReachSpec
     num_envs: int

@@ -17,6 +17,7 @@ import torch
 
 from ..classical import run_classical
 from ..envs import BatchedReachEnv, EnvError, make_batch
+from ..envs.base import velocity_indices
 from ..models import parameter_count, spiking_nets
 from ..spiking import LowRankLinear
 from .checkpoint import load_model
@@ -29,7 +30,6 @@ WARMUP_STEPS = 5
 RESPONSE_STEPS = 10  # control steps of the +1 / -1 action probe (action_response)
 HOLD_S = 1.0  # the last second of an episode: does the arm stay at the goal, or hover?
 AT_REST_STEPS = (50, 150)  # policy_at_rest: steps run with the input frozen, and the first scored
-VELOCITY_NAMES = ("dq", "omega")  # observation names of joint velocities start with these
 
 
 def heldout_tasks(env: BatchedReachEnv, episodes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +183,7 @@ def policy_at_rest(policy, final_obs: np.ndarray, spec) -> dict[str, float] | No
     right answer; a non-zero mean is a bias, a fluctuation over time is noise the arm has to
     absorb. Returns the RMS action, the mean over episodes and joints of each action's |time
     mean| and of its std over time, and the mean |change| per step, over the last steps."""
-    velocity = [i for i, name in enumerate(spec.obs_names) if name.startswith(VELOCITY_NAMES)]
+    velocity = velocity_indices(spec.obs_names)
     if not velocity:
         return None  # without velocities in the input, "at rest" is not an input we can set
     obs = torch.as_tensor(final_obs, dtype=torch.float32).clone()

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..envs import make_batch
+from ..envs.base import velocity_indices
 from ..models import IOSpec, spiking_nets
 from ..spiking import fused
 from .checkpoint import atomic_write_bytes, keep_best, networks_for, save_model
@@ -87,6 +88,7 @@ class Trainer:
         self.iteration = 0
         self.elapsed_s = 0.0  # wall time spent training, summed over resumed runs
         self.effector = slice(*spec.effector)
+        self.velocity = velocity_indices(spec.obs_names)
 
     # -- updates --------------------------------------------------------------------------
     def teacher_forcing(self) -> float:
@@ -120,7 +122,7 @@ class Trainer:
         t = self.config.train
         obs, actions, goals = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup))
         return policy_step(self.policy, self.predictor, self.policy_opt, obs, actions, goals, t,
-                           self.effector, self.config.model.learn_tau)
+                           self.effector, self.config.model.learn_tau, self.velocity)
 
     # -- loop -----------------------------------------------------------------------------
     def collect(self) -> dict[str, float]:

@@ -105,13 +105,34 @@ def mean_distance(distance: torch.Tensor, t: TrainConfig) -> float:
     return mean if t.distance_loss == "euclidean" else mean**0.5
 
 
+def still_action_power(policy, obs: torch.Tensor, effector: slice, velocity: list[int],
+                       warmup: int = 10, steps: int = 20) -> torch.Tensor:
+    """Mean squared action over ``steps`` control steps of the policy held at rest at its
+    goal: the windows' last states with zero joint velocity and the goal where the effector
+    is, the input frozen (after ``warmup`` steps without gradient)."""
+    x = obs[-1].clone()
+    x[:, velocity] = 0.0
+    goal = x[:, effector]
+    state = policy.initial_state(x.shape[0], x)
+    with torch.no_grad():
+        for _ in range(warmup):
+            _, _, state = policy.step(x, goal, state)
+    total = x.new_zeros(())
+    for _ in range(steps):
+        action, _, state = policy.step(x, goal, state)
+        total = total + (action**2).mean()
+    return total / steps
+
+
 def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfig, effector: slice,
-                learn_tau: bool) -> dict[str, float]:
+                learn_tau: bool, velocity: list[int] | None = None) -> dict[str, float]:
     """One policy update by back-propagation through the frozen predictor."""
     predictor.requires_grad_(False)
     try:
         distance, penalty = imagined_distance(policy, predictor, obs, actions, goals, t, effector)
         loss = (distance + penalty) / t.unroll + t.weight_l2 * weight_l2(policy)
+        if t.hold_still:
+            loss = loss + t.hold_still * still_action_power(policy, obs, effector, velocity or [])
         for net in spiking_nets(policy) if t.activity_bounds else []:
             loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
         optimizer.zero_grad(set_to_none=True)
