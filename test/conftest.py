@@ -32,3 +32,21 @@ def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny_run")
     Trainer(tiny_config(), run_dir).fit(progress=False)
     return run_dir
+
+
+class ScriptedPolicy:
+    """A policy acting ``bias + swing * (-1)^t`` on two joints whatever it sees; records its
+    inputs (for measurements of a policy at rest)."""
+
+    def __init__(self, bias, swing):
+        self.bias, self.swing, self.seen = bias, swing, []
+
+    def initial_state(self, batch, like):
+        return 0
+
+    def step(self, obs, goal, t):
+        import torch
+
+        self.seen.append((obs.clone(), goal.clone()))  # as shown, even if changed later
+        action = torch.full((len(obs), 2), self.bias + self.swing * (-1) ** t)
+        return action, action, t + 1

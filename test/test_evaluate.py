@@ -8,6 +8,8 @@ from snn_control.classical import run_classical
 from snn_control.envs import make_batch
 from snn_control.training.evaluate import action_response, evaluate, heldout_tasks, policy_at_rest, reach_metrics
 
+from .conftest import ScriptedPolicy
+
 CONTRACT = {"task", "episodes", "success_rate", "final_distance_median_m", "final_distance_p90_m",
             "parameters", "firing_rate_hz"}
 
@@ -55,32 +57,17 @@ def test_action_response_separates_real_pushes_and_scores_a_frozen_model_zero():
                            env.spec.effector) is None
 
 
-class _ScriptedPolicy:
-    """Acts ``bias + swing * (-1)^t`` whatever it sees, and records what it was shown."""
-
-    def __init__(self, bias, swing):
-        self.bias, self.swing, self.seen = bias, swing, []
-
-    def initial_state(self, batch, like):
-        return 0
-
-    def step(self, obs, goal, t):
-        self.seen.append((obs.clone(), goal.clone()))
-        action = torch.full((len(obs), 2), self.bias + self.swing * (-1) ** t)
-        return action, action, t + 1
-
-
 def test_policy_at_rest_measures_bias_and_fluctuation_at_a_still_goal_state():
     spec = make_batch("reacher", 1).spec
     final = np.random.default_rng(0).normal(size=(3, spec.obs_dim)).astype(np.float32)
-    still = _ScriptedPolicy(bias=0.0, swing=0.0)
+    still = ScriptedPolicy(bias=0.0, swing=0.0)
     assert policy_at_rest(still, final, spec) == {"steps": 100, "action_rms": 0.0, "action_mean_abs": 0.0,
                                                    "action_std": 0.0, "action_change_per_step": 0.0}
     obs, goal = still.seen[0]
     velocity = [spec.obs_names.index("omega1"), spec.obs_names.index("omega2")]
     assert torch.all(obs[:, velocity] == 0) and torch.equal(goal, obs[:, slice(*spec.effector)])
     assert all(torch.equal(o, obs) for o, _ in still.seen)  # frozen: the same input every step
-    m = policy_at_rest(_ScriptedPolicy(bias=0.2, swing=0.1), final, spec)
+    m = policy_at_rest(ScriptedPolicy(bias=0.2, swing=0.1), final, spec)
     assert m["action_mean_abs"] == pytest.approx(0.2) and m["action_std"] == pytest.approx(0.1)
     assert m["action_change_per_step"] == pytest.approx(0.2)
     assert m["action_rms"] == pytest.approx(np.sqrt(0.2**2 + 0.1**2))

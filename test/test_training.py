@@ -7,7 +7,7 @@ import torch
 from snn_control.training.trainer import Trainer, make_optimizer
 from snn_control.training.updates import still_action_power
 
-from .conftest import tiny_config
+from .conftest import ScriptedPolicy, tiny_config
 
 
 def _rows(run_dir):
@@ -76,30 +76,15 @@ def test_policy_updates_backpropagate_through_the_forward_model(tiny_run, tmp_pa
     assert distances[-1] < 0.7 * distances[0]
 
 
-class _Scripted:
-    """A policy acting ``bias + swing * (-1)^t`` whatever it sees; records its inputs."""
-
-    def __init__(self, bias, swing):
-        self.bias, self.swing, self.seen = bias, swing, []
-
-    def initial_state(self, batch, like):
-        return 0
-
-    def step(self, obs, goal, t):
-        self.seen.append((obs, goal))
-        action = torch.full((len(obs), 2), self.bias + self.swing * (-1) ** t)
-        return action, action, t + 1
-
-
 def test_still_action_power_by_hand():
     obs = torch.randn(4, 3, 8)  # (L+1, B, O): reacher, velocities at 6 and 7, hand at 0:2
-    policy = _Scripted(bias=0.3, swing=0.4)
+    policy = ScriptedPolicy(bias=0.3, swing=0.4)
     power = still_action_power(policy, obs, slice(0, 2), [6, 7], warmup=3, steps=6)
     assert float(power) == pytest.approx(0.3**2 + 0.4**2)  # bias and swing both count
     x, goal = policy.seen[0]
     assert torch.all(x[:, [6, 7]] == 0) and torch.equal(goal, x[:, 0:2])  # at rest, at its goal
     assert torch.equal(x[:, :6], obs[-1][:, :6]) and len(policy.seen) == 9
-    assert all(o is x for o, _ in policy.seen)  # frozen: the same input every step
+    assert all(torch.equal(o, x) for o, _ in policy.seen)  # frozen: the same input every step
 
 
 def test_hold_still_penalty_quiets_the_policy_at_rest(tiny_run, tmp_path):
