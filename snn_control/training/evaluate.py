@@ -22,6 +22,7 @@ from ..models import parameter_count, spiking_nets
 from ..spiking import LowRankLinear
 from .checkpoint import load_model
 from .collect import rollout
+from .updates import actions_at_rest
 
 HELDOUT_ENTROPY = 20250916  # seed 000's arXiv date; held-out goals use [this, eval seed]
 HELDOUT_EPISODES = {"reacher": 256, "panda": 128}  # the full held-out set per task
@@ -186,16 +187,9 @@ def policy_at_rest(policy, final_obs: np.ndarray, spec) -> dict[str, float] | No
     velocity = velocity_indices(spec.obs_names)
     if not velocity:
         return None  # without velocities in the input, "at rest" is not an input we can set
-    obs = torch.as_tensor(final_obs, dtype=torch.float32).clone()
-    obs[:, velocity] = 0.0
-    goals = obs[:, slice(*spec.effector)].clone()
-    state = policy.initial_state(len(obs), obs)
-    actions = []
     skip, steps = AT_REST_STEPS
-    for _ in range(steps):
-        action, _, state = policy.step(obs, goals, state)
-        actions.append(action.double().numpy())
-    a = np.stack(actions[skip:])  # (steps - skip, N, A)
+    states = torch.as_tensor(final_obs, dtype=torch.float32)
+    a = actions_at_rest(policy, states, slice(*spec.effector), velocity, skip, steps - skip).double().numpy()
     return {"steps": steps - skip, "action_rms": float(np.sqrt((a**2).mean())),
             "action_mean_abs": float(np.abs(a.mean(axis=0)).mean()),
             "action_std": float(a.std(axis=0).mean()),

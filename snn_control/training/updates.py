@@ -105,23 +105,31 @@ def mean_distance(distance: torch.Tensor, t: TrainConfig) -> float:
     return mean if t.distance_loss == "euclidean" else mean**0.5
 
 
-def still_action_power(policy, obs: torch.Tensor, effector: slice, velocity: list[int],
-                       warmup: int = 10, steps: int = 20) -> torch.Tensor:
-    """Mean squared action over ``steps`` control steps of the policy held at rest at its
-    goal: the windows' last states with zero joint velocity and the goal where the effector
-    is, the input frozen (after ``warmup`` steps without gradient)."""
-    x = obs[-1].clone()
+def actions_at_rest(policy, states: torch.Tensor, effector: slice, velocity: list[int],
+                    warmup: int, steps: int) -> torch.Tensor:
+    """``(steps, B, A)``: the policy's actions with the arm at rest at its goal, ``states (B, O)``
+    with zero joint velocity and the goal where the effector is, the input frozen, after
+    ``warmup`` steps without gradient. Gravity is compensated (Panda) or absent (reacher), so
+    zero torque is the right answer there."""
+    x = states.clone()
     x[:, velocity] = 0.0
     goal = x[:, effector]
     state = policy.initial_state(x.shape[0], x)
     with torch.no_grad():
         for _ in range(warmup):
             _, _, state = policy.step(x, goal, state)
-    total = x.new_zeros(())
+    actions = []
     for _ in range(steps):
         action, _, state = policy.step(x, goal, state)
-        total = total + (action**2).mean()
-    return total / steps
+        actions.append(action)
+    return torch.stack(actions)
+
+
+def still_action_power(policy, obs: torch.Tensor, effector: slice, velocity: list[int],
+                       warmup: int = 10, steps: int = 20) -> torch.Tensor:
+    """Mean squared action at rest at the goal (:func:`actions_at_rest`) from the windows'
+    last states: the ``train.hold_still`` penalty."""
+    return (actions_at_rest(policy, obs[-1], effector, velocity, warmup, steps) ** 2).mean()
 
 
 def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfig, effector: slice,
