@@ -12,8 +12,8 @@ def _fmt(value, pattern: str) -> str:
 
 def results_table(model_dirs: list[Path]) -> str:
     header = ("| model | task | episodes | success | success 2 cm | median final | p90 final "
-              "| held last 1 s | classical success / median | parameters | train wall time |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|")
+              "| held last 1 s | path last 1 s | classical success / median | parameters | train wall time |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [header]
     for d in model_dirs:
         path = Path(d) / "eval.json"
@@ -22,12 +22,14 @@ def results_table(model_dirs: list[Path]) -> str:
         e = json.loads(path.read_text())
         unit = "m" if e["distance_unit"] == "m" else ""
         c = e["classical"]
-        wall = e.get("training", {}).get("wall_time_s")
+        training = e.get("training", {})
+        wall = training.get("wall_time_total_s", training.get("wall_time_s"))  # a fine-tune counts its start
         rows.append(
             f"| `{Path(d).name}` | {e['task']} | {e['episodes']} | {e['success_rate']:.1%} "
             f"| {_fmt(e.get('success_rate_2cm'), '{:.1%}')} "
             f"| {e['final_distance_median_m']:.4f} {unit} | {e['final_distance_p90_m']:.4f} {unit} "
             f"| {_fmt(e.get('held_last_1s_rate'), '{:.1%}')} "
+            f"| {_fmt(e.get('last_1s_path_median_m'), '{:.4f} ' + unit)} "
             f"| {c['success_rate']:.1%} / {c['final_distance_median_m']:.4f} {unit} "
             f"| {e['parameters']:,} | {_fmt(wall and wall / 60, '{:.1f} min')} |"
         )

@@ -10,7 +10,7 @@ def _write(tmp_path, text):
 
 
 def test_shipped_configs_load():
-    for name in ("reacher_snn", "panda_snn", "panda_gru"):
+    for name in ("reacher_snn", "panda_snn_base", "panda_snn", "panda_gru"):
         cfg = C.load(f"config/{name}.yaml")
         assert cfg.task in ("reacher", "panda")
 

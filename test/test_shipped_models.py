@@ -13,7 +13,7 @@ from snn_control.training.checkpoint import load_model
 from snn_control.training.evaluate import HELDOUT_EPISODES
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-SHIPPED = ["reacher_snn", "panda_snn", "panda_gru"]
+SHIPPED = ["reacher_snn", "panda_snn_base", "panda_snn", "panda_gru"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -24,6 +24,7 @@ def test_shipped_model_and_its_eval_json(name):
     # trained by the config of the same name (threads is a run-time setting only)
     assert config.model == shipped_config.model and config.env == shipped_config.env
     assert config.train.iterations == shipped_config.train.iterations
+    assert config.train.init_from == shipped_config.train.init_from  # a fine-tune names where it started
     result = json.loads((model_dir / "eval.json").read_text())
     assert result["task"] == spec.task == config.task
     assert result["episodes"] == HELDOUT_EPISODES[spec.task]  # the full held-out set

@@ -104,6 +104,10 @@ def test_hold_still_penalty_quiets_the_policy_at_rest(tiny_run, tmp_path):
     for _ in range(20):
         trainer.policy_update()
     assert trainer.velocity == [6, 7] and at_rest() < 0.5 * before
+    # without the velocities' positions there is no state at rest to hold: refused, not guessed
+    trainer.velocity = []
+    with pytest.raises(ValueError, match="hold_still needs the joint velocities"):
+        trainer.policy_update()
 
 
 def test_training_goes_on_from_a_trained_model(tiny_run, tmp_path):
@@ -122,6 +126,12 @@ def test_training_goes_on_from_a_trained_model(tiny_run, tmp_path):
     # ... and the weights trained on
     assert any(not torch.equal(a, b) for a, b in zip(trainer.policy.state_dict().values(),
                                                      policy.state_dict().values()))
+    # the eval's training summary counts the wall time of the run it went on from
+    from snn_control.training.evaluate import _training_summary
+
+    own, start = _training_summary(tmp_path / "on"), _training_summary(tiny_run)
+    assert own["init_from"] == str(tiny_run) and "init_from" not in start
+    assert own["wall_time_total_s"] == pytest.approx(own["wall_time_s"] + start["wall_time_s"])
     with pytest.raises(CheckpointError, match="do not fit this config"):
         Trainer(tiny_config([f"train.init_from={tiny_run}", "model.hidden=24"]), tmp_path / "other")
 

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 from ..classical import run_classical
+from ..config import load as load_config
 from ..envs import BatchedReachEnv, EnvError, make_batch
 from ..envs.base import velocity_indices
 from ..models import parameter_count, spiking_nets
+from ..paths import resolve
 from ..spiking import LowRankLinear
 from .checkpoint import load_model
 from .collect import rollout
@@ -294,6 +296,8 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
 
 
 def _training_summary(model_dir: Path) -> dict[str, Any]:
+    """The run's own iterations and wall time; for a model fine-tuned from another
+    (``train.init_from``), also that model's directory and the wall time of the chain."""
     path = model_dir / "metrics.jsonl"
     if not path.exists():
         return {}
@@ -303,7 +307,18 @@ def _training_summary(model_dir: Path) -> dict[str, Any]:
     last = rows[-1]
     out = {"wall_time_s": last.get("time/elapsed_s")}
     out.update({"iterations": last["iteration"]} if "iteration" in last else {"env_steps": last.get("env_steps")})
+    init_from = _init_from(model_dir)
+    if init_from is not None:
+        earlier = _training_summary(resolve(init_from))
+        before = earlier.get("wall_time_total_s", earlier.get("wall_time_s"))
+        out["init_from"] = init_from
+        out["wall_time_total_s"] = None if before is None or out["wall_time_s"] is None else before + out["wall_time_s"]
     return out
+
+
+def _init_from(model_dir: Path) -> str | None:
+    path = model_dir / "config.yaml"
+    return load_config(path).train.init_from if path.exists() else None
 
 
 def write_eval(result: dict[str, Any], out: Path) -> None:

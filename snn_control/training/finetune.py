@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..envs import make_batch
+from ..envs.base import velocity_indices
 from ..models import spiking_nets
 from ..spiking import fused
 from .bags import SessionEpisodes
@@ -161,6 +162,7 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
         net.fused = t.fused_neurons
     fused.use_compiled_kernels(t.fused_neurons and t.compile and s.compile)
     effector = slice(*spec.effector)
+    velocity = velocity_indices(spec.obs_names)  # train.hold_still, kept from the model's training
     predictor.train()
     policy.train()
 
@@ -202,7 +204,7 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
         for i in range(s.policy_updates):
             obs, actions, goals = (torch.as_tensor(a) for a in replay.sample(rng, s.batch, t.warmup))
             distances.append(policy_step(policy, predictor, policy_opt, obs, actions, goals, t, effector,
-                                         config.model.learn_tau)["imagined_distance"])
+                                         config.model.learn_tau, velocity)["imagined_distance"])
             progress("policy", s.predictor_updates + i + 1, total)
             if (i + 1) % s.policy_check_every == 0 or i + 1 == s.policy_updates:
                 policy.eval()

@@ -31,6 +31,7 @@ from ..config import ExperimentConfig
 from ..envs import make_batch
 from ..envs.base import velocity_indices
 from ..models import IOSpec, spiking_nets
+from ..paths import resolve
 from ..spiking import fused
 from .checkpoint import atomic_write_bytes, keep_best, networks_for, save_model
 from .collect import rollout
@@ -236,7 +237,7 @@ class Trainer:
         """Start from a trained model's weights (its I/O spec must be this run's)."""
         from .checkpoint import CheckpointError, load_model
 
-        predictor, policy, _, config = load_model(directory, self.io_spec.to_dict())
+        predictor, policy, _, config = load_model(resolve(directory), self.io_spec.to_dict())
         if predictor is None:
             raise CheckpointError(f"train.init_from {directory}: a TD3 model (actor only); "
                                   "predictive training needs a forward model to go on from")

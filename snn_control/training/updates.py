@@ -140,7 +140,9 @@ def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfi
         distance, penalty = imagined_distance(policy, predictor, obs, actions, goals, t, effector)
         loss = (distance + penalty) / t.unroll + t.weight_l2 * weight_l2(policy)
         if t.hold_still:
-            loss = loss + t.hold_still * still_action_power(policy, obs, effector, velocity or [])
+            if not velocity:  # without them "at rest" would be the last state, moving: a penalty on reaching
+                raise ValueError("train.hold_still needs the joint velocities' positions in the observation")
+            loss = loss + t.hold_still * still_action_power(policy, obs, effector, velocity)
         for net in spiking_nets(policy) if t.activity_bounds else []:
             loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
         optimizer.zero_grad(set_to_none=True)
