@@ -2,7 +2,8 @@
 
     python bench/time_to_skill.py [--quick] [--task reacher|panda|both] [--threshold 0.9]
 
-Trains ``config/reacher_snn.yaml`` and/or ``config/panda_snn.yaml`` from scratch with the
+Trains ``config/reacher_snn.yaml`` and/or ``config/panda_snn_base.yaml`` (the Panda's
+from-scratch stage; ``panda_snn.yaml`` fine-tunes its result) from scratch with the
 project's trainer (fused, compiled neuron steps; the config's threads and env workers)
 into a temporary directory, validating every ``--every`` iterations on the trainer's
 validation goals, and reports the first trainer-clock time (``time/elapsed_s``: training
@@ -22,6 +23,7 @@ from _common import REPO, emit, parser
 from snn_control import config as C
 from snn_control.training.trainer import Trainer
 
+CONFIGS = {"reacher": "config/reacher_snn.yaml", "panda": "config/panda_snn_base.yaml"}
 QUICK = ["model.hidden=32", "model.rank=8", "train.iterations=2", "train.envs=8", "train.batch=16",
          "train.predictor_updates=2", "train.policy_updates=2", "train.eval_every=1", "train.eval_episodes=8",
          "train.replay_episodes=64", "train.compile=false"]
@@ -29,7 +31,7 @@ QUICK = ["model.hidden=32", "model.rank=8", "train.iterations=2", "train.envs=8"
 
 def run(task: str, threshold: float, every: int, quick: bool, full: bool = False) -> dict:
     overrides = QUICK if quick else [f"train.eval_every={every}"]
-    cfg = C.load(REPO / "config" / f"{task}_snn.yaml", overrides)
+    cfg = C.load(REPO / CONFIGS[task], overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         hit_threshold = (lambda m: m.get("validation/success_rate", -1.0) >= threshold) if not full else None
         Trainer(cfg, run_dir).fit(progress=True, stop_when=hit_threshold)
@@ -38,7 +40,7 @@ def run(task: str, threshold: float, every: int, quick: bool, full: bool = False
     hit = next((r for r in checks if r["validation/success_rate"] >= threshold), None)
     best = max(checks, key=lambda r: r["validation/success_rate"]) if checks else None
     return {
-        "config": f"config/{task}_snn.yaml", "iterations_run": rows[-1]["iteration"],
+        "config": CONFIGS[task], "iterations_run": rows[-1]["iteration"],
         "validation_episodes": cfg.train.eval_episodes, "validate_every": cfg.train.eval_every,
         "time_to_threshold_s": hit["time/elapsed_s"] if hit else None,
         "iterations_to_threshold": hit["iteration"] if hit else None,

@@ -43,7 +43,7 @@ QUICK = ["model.hidden=64", "model.substeps=2", "train.batch=16", "train.unroll=
 
 
 def make_trainer(quick: bool, threads: int, run_dir: str) -> Trainer:
-    cfg = C.load(REPO / "config" / "panda_snn.yaml",
+    cfg = C.load(REPO / "config" / "panda_snn_base.yaml",  # the from-scratch stage
                  PAPER + (QUICK if quick else []) + [f"train.threads={threads}", "train.compile=false"])
     trainer = Trainer(cfg, run_dir)
     trainer.collect()
