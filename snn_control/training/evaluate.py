@@ -295,7 +295,7 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
         env.close()
 
 
-def _training_summary(model_dir: Path) -> dict[str, Any]:
+def _training_summary(model_dir: Path, seen: frozenset[Path] = frozenset()) -> dict[str, Any]:
     """The run's own iterations and wall time; for a model fine-tuned from another
     (``train.init_from``), also that model's directory and the wall time of the chain."""
     path = model_dir / "metrics.jsonl"
@@ -308,8 +308,9 @@ def _training_summary(model_dir: Path) -> dict[str, Any]:
     out = {"wall_time_s": last.get("time/elapsed_s")}
     out.update({"iterations": last["iteration"]} if "iteration" in last else {"env_steps": last.get("env_steps")})
     init_from = _init_from(model_dir)
-    if init_from is not None:
-        earlier = _training_summary(resolve(init_from))
+    seen = seen | {model_dir.resolve()}
+    if init_from is not None and resolve(init_from).resolve() not in seen:  # a run that went on in place
+        earlier = _training_summary(resolve(init_from), seen)
         before = earlier.get("wall_time_total_s", earlier.get("wall_time_s"))
         out["init_from"] = init_from
         out["wall_time_total_s"] = None if before is None or out["wall_time_s"] is None else before + out["wall_time_s"]
