@@ -308,9 +308,10 @@ def _training_summary(model_dir: Path, seen: frozenset[Path] = frozenset()) -> d
     out = {"wall_time_s": last.get("time/elapsed_s")}
     out.update({"iterations": last["iteration"]} if "iteration" in last else {"env_steps": last.get("env_steps")})
     init_from = _init_from(model_dir)
+    start = resolve(init_from).resolve() if init_from is not None else None
     seen = seen | {model_dir.resolve()}
-    if init_from is not None and resolve(init_from).resolve() not in seen:  # a run that went on in place
-        earlier = _training_summary(resolve(init_from), seen)
+    if start is not None and start not in seen:  # not a run that went on in place
+        earlier = _training_summary(start, seen)
         before = earlier.get("wall_time_total_s", earlier.get("wall_time_s"))
         out["init_from"] = init_from
         out["wall_time_total_s"] = None if before is None or out["wall_time_s"] is None else before + out["wall_time_s"]
