@@ -1,4 +1,5 @@
-"""The fused neuron substep (training speed-up) gives the reference's values and gradients.
+"""The fused training path (each layer's substeps as one span, or a fused substep where
+the layer is recurrent) gives the reference's values and gradients.
 
 Tolerance: in float64, the loss is bitwise equal and every parameter gradient agrees with
 the op-by-op reference within 1e-10 relative (norm of the difference over the norm).
@@ -28,19 +29,34 @@ def _grads(model, obs, actions, use_fused):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _check(neuron, surrogate, compiled=False):
+def _policy_grads(policy, obs, goals, use_fused):
+    for net in spiking_nets(policy):
+        net.fused = use_fused
+    state = policy.initial_state(obs.shape[1], obs)
+    loss = obs.new_zeros(())
+    for k in range(obs.shape[0]):
+        action, _, state = policy.step(obs[k], goals, state)
+        loss = loss + ((action - 0.3) ** 2).mean()
+    policy.zero_grad()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+
+
+def _check(neuron, surrogate, compiled=False, net="predictor"):
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=48, rank=8, substeps=3, neuron=neuron, surrogate=surrogate, slope=8.0)
-    predictor, _ = build_networks(cfg, 9, 6, 3)
-    predictor = predictor.double()
+    predictor, policy = build_networks(cfg, 9, 6, 3)
+    model = (predictor if net == "predictor" else policy).double()
     with torch.no_grad():
-        predictor.net.input_gain.mul_(4.0)  # enough drive that both layers spike
+        model.net.input_gain.mul_(4.0)  # enough drive that both layers spike
     obs = torch.randn(13, 16, 9, dtype=torch.float64)
     actions = torch.rand(12, 16, 6, dtype=torch.float64) * 2 - 1
+    goals = torch.randn(16, 3, dtype=torch.float64)
+    grads = (lambda m, f: _grads(m, obs, actions, f)) if net == "predictor" else (lambda m, f: _policy_grads(m, obs, goals, f))
     fused.use_compiled_kernels(compiled)
     try:
-        loss_ref, g_ref = _grads(copy.deepcopy(predictor), obs, actions, False)
-        loss_fused, g_fused = _grads(copy.deepcopy(predictor), obs, actions, True)
+        loss_ref, g_ref = grads(copy.deepcopy(model), False)
+        loss_fused, g_fused = grads(copy.deepcopy(model), True)
     finally:
         fused.use_compiled_kernels(False)
     assert loss_ref == loss_fused
@@ -56,8 +72,58 @@ def test_fused_step_matches_reference_values_and_gradients(neuron, surrogate):
     _check(neuron, surrogate)
 
 
+@pytest.mark.parametrize("neuron,surrogate", [("alif", "multi_gaussian"), ("lif", "fast_sigmoid")])
+def test_fused_policy_matches_reference_values_and_gradients(neuron, surrogate):
+    """The policy has no recurrence: every layer runs as one span per control step."""
+    _check(neuron, surrogate, net="policy")
+
+
+@pytest.mark.parametrize("xi,kind,held", [(0.5, "multi_gaussian", True), (0.5, "fast_sigmoid", False),
+                                          (0.0, "rectangular", True)])
+def test_span_from_a_state_matches_stepping(xi, kind, held):
+    """A span from a running state, with learnable time constants: in float64 the spikes
+    and the final state are identical to stepping op by op, and the gradients of the drive,
+    the initial state and the decay factors agree within 1e-12 relative."""
+    from snn_control.spiking import Surrogate, SpikingLayer
+    from snn_control.spiking.neurons import NeuronState
+
+    torch.manual_seed(2)
+    steps, batch, size = 5, 20, 36
+    layer = SpikingLayer(8, size, recurrent=False, rank=None, analog_input=True, dt=1e-3, tau_mem=2e-3,
+                         tau_syn=1e-3, tau_ada=20e-3, xi=xi, learn_tau=True, surrogate=Surrogate(kind, 4.0)).double()
+    drive0 = (torch.randn(batch, size) if held else torch.randn(steps, batch, size)).double() * 2.0 + 0.8
+    start0 = [torch.randn(batch, size, dtype=torch.float64) * 0.5, torch.rand(batch, size, dtype=torch.float64),
+              torch.rand(batch, size, dtype=torch.float64) * 2]
+    up_spikes, up_state = torch.randn(steps, batch, size, dtype=torch.float64), torch.randn(3, batch, size, dtype=torch.float64)
+
+    def run(fused_path):
+        layer.zero_grad()
+        drive = drive0.clone().requires_grad_(True)
+        start = [t.clone().requires_grad_(True) for t in start0]
+        state = NeuronState(*start, torch.zeros_like(start[0]))
+        if fused_path:
+            spikes, end = layer.span(drive, state, layer.decays(), steps)
+        else:
+            spikes, end = layer._stepped(drive, state, layer.decays(), steps, fused=False)
+        loss = (spikes * up_spikes).sum() + sum((s * u).sum() for s, u in zip(end[:3], up_state))
+        loss.backward()
+        taus = [p.grad.clone() for n, p in layer.named_parameters() if n.startswith("log_tau") and p.grad is not None]
+        return spikes.detach(), [t.detach() for t in end], [drive.grad, *(t.grad for t in start), *taus]
+
+    ref_spikes, ref_end, ref_grads = run(False)
+    spikes, end, grads = run(True)
+    assert 0.05 < float(ref_spikes.mean()) < 0.95
+    assert torch.equal(spikes, ref_spikes)
+    for a, b in zip(end, ref_end):
+        assert torch.equal(a, b)
+    assert len(grads) == len(ref_grads) == 4 + (3 if xi else 2)
+    for g, r in zip(grads, ref_grads):
+        assert float((g - r).norm() / r.norm().clamp(min=1e-30)) < 1e-12
+
+
 def test_compiled_fused_step_matches_reference():
     _check("alif", "multi_gaussian", compiled=True)  # falls back to eager (and still passes) without a compiler
+    _check("alif", "multi_gaussian", compiled=True, net="policy")
 
 
 def test_fused_path_is_skipped_without_gradients():

@@ -17,10 +17,13 @@ recomputed from the saved state rather than stored):
     gU  = b_mem gUp ,  gA = b_ada gA' - xi gv [ALIF]
     g b_syn = sum_B (g drive) I ,  g b_mem = sum_B gUp (U - I') ,  g b_ada = sum_B gA' A
 
-:class:`FusedNeuronWindow` runs all substeps of a population without recurrence (its
-input for every substep is known up front, as in a layer-by-layer pass of a feed-forward
-network) as one autograd function: the same equations, one node in the graph instead of
-one per substep, and one surrogate evaluation over the whole window in the backward.
+:class:`FusedNeuronSpan` runs all substeps of a control step of a population without
+recurrence (its input for every substep is known up front once the layer below has run
+them all, :meth:`.network.SpikingNet.step` in training) as one autograd function: the
+same equations, one node in the graph instead of one per substep, numba loops that keep
+a batch row's state in the cache for all substeps, and one surrogate evaluation over the
+whole span in the backward. Its backward recomputes the states it needs rather than
+storing them.
 """
 
 from __future__ import annotations
@@ -71,17 +74,15 @@ def _backward(g_current, g_voltage, g_adaptation, g_spikes, current, voltage, ad
     return g_drive, beta_syn * g_drive, beta_mem * g_pre, g_adapt_in, g_beta_syn, g_beta_mem, g_beta_ada
 
 
-_kernels = {"forward": _forward, "backward": _backward}
+_EAGER = {"forward": _forward, "backward": _backward, "surrogate": surrogate_derivative}
+_kernels = dict(_EAGER)
 
 
 def use_compiled_kernels(enabled: bool = True) -> None:
     """Run the fused forward and backward through ``torch.compile`` (needs a C++ compiler;
     if compiling fails at first use, the eager kernels take over with a warning)."""
-    if enabled:
-        _kernels["forward"] = _guarded(torch.compile(_forward, dynamic=False), "forward")
-        _kernels["backward"] = _guarded(torch.compile(_backward, dynamic=False), "backward")
-    else:
-        _kernels["forward"], _kernels["backward"] = _forward, _backward
+    for name, eager in _EAGER.items():
+        _kernels[name] = _guarded(torch.compile(eager, dynamic=False), name) if enabled else eager
 
 
 def compiled_kernels_enabled() -> bool:
@@ -89,7 +90,7 @@ def compiled_kernels_enabled() -> bool:
 
 
 def _guarded(compiled, name: str):
-    eager = {"forward": _forward, "backward": _backward}[name]
+    eager = _EAGER[name]
 
     def run(*args, **kwargs):
         try:
@@ -127,104 +128,168 @@ class FusedNeuronStep(torch.autograd.Function):
         return (*grads, None, None)
 
 
-@numba.njit(cache=True, nogil=True)
-def _window_forward_cpu(drive, steps, beta_syn, beta_mem, one_minus_mem, beta_ada, xi, one, spikes, v):  # pragma: no cover
-    """The window's forward, in place into ``spikes`` and ``v`` (steps, B, N): every
-    operation in the arrays' dtype and in :func:`_forward`'s order (``one`` and ``xi`` come
-    in that dtype), branch-free over contiguous neurons so that it vectorises."""
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _span_forward_cpu(drive, current0, voltage0, adaptation0, beta_syn, beta_mem, one_minus_mem, beta_ada, xi,
+                      one, keep, chunks, spikes, v, current, voltage, adaptation):  # pragma: no cover
+    """The span's forward, in place into ``spikes`` and ``v`` (steps, B, N) and the final
+    state ``current``, ``voltage``, ``adaptation`` (B, N): every operation in the arrays'
+    dtype and in :func:`_forward`'s order (``one``, ``xi`` and ``keep`` come in that dtype).
+    The batch is split into ``chunks`` run in parallel; within one, a row at a time, so its
+    state stays in the L1 cache for all substeps, and branch-free over contiguous neurons
+    so that it vectorises: ``keep`` 1 keeps the trace as it is (LIF), 0 updates it (ALIF);
+    either way the other term is an exact zero."""
     held = drive.shape[0] == 1
-    batch, size = spikes.shape[1], spikes.shape[2]
+    steps, batch, size = spikes.shape
     zero = one - one
-    current = np.zeros((batch, size), spikes.dtype)
-    voltage = np.zeros((batch, size), spikes.dtype)
-    adaptation = np.zeros((batch, size), spikes.dtype)
-    for t in range(steps):
-        d = drive[0] if held else drive[t]
-        for b in range(batch):
-            for n in range(size):
-                i = beta_syn[n] * current[b, n] + d[b, n]
-                pre_reset = beta_mem[n] * voltage[b, n] + one_minus_mem[n] * i
-                theta = one + xi * adaptation[b, n]
-                vt = pre_reset - theta
-                s = one if vt > zero else zero
-                current[b, n] = i
-                voltage[b, n] = pre_reset - theta * s
-                adaptation[b, n] = beta_ada[n] * adaptation[b, n] + s
-                v[t, b, n] = vt
-                spikes[t, b, n] = s
+    adapt = one - keep
+    for c in numba.prange(chunks):
+        i_row, u_row, a_row = np.empty(size, v.dtype), np.empty(size, v.dtype), np.empty(size, v.dtype)
+        for b in range(c * batch // chunks, (c + 1) * batch // chunks):
+            i_row[:], u_row[:], a_row[:] = current0[b], voltage0[b], adaptation0[b]
+            for t in range(steps):
+                d = drive[0, b] if held else drive[t, b]
+                v_t, s_t = v[t, b], spikes[t, b]
+                for n in range(size):
+                    i = beta_syn[n] * i_row[n] + d[n]
+                    pre_reset = beta_mem[n] * u_row[n] + one_minus_mem[n] * i
+                    theta = one + xi * a_row[n]
+                    vt = pre_reset - theta
+                    s = one if vt > zero else zero
+                    i_row[n] = i
+                    u_row[n] = pre_reset - theta * s
+                    a_row[n] = adapt * (beta_ada[n] * a_row[n] + s) + keep * a_row[n]
+                    v_t[n] = vt
+                    s_t[n] = s
+            current[b], voltage[b], adaptation[b] = i_row, u_row, a_row
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")  # no zero-division check: it vectorises
-def _window_backward_cpu(g_spikes, v, slope_grad, fast_sigmoid_slope, beta_syn, beta_mem, one_minus_mem,
-                         beta_ada, xi, g_drive):  # pragma: no cover
-    """The chain rule of the module docstring back through the window; ``g_drive`` of
-    shape (1, B, N) (held drive) accumulates over the substeps. The surrogate derivative
-    is ``slope_grad``, or computed here from ``v`` for the fast sigmoid
-    (``fast_sigmoid_slope`` > 0, the actor's), saving three passes over memory."""
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")  # no zero-division check: it vectorises
+def _span_backward_cpu(g_spikes, g_current, g_voltage, g_adaptation, slope_grad, v, fast_sigmoid_slope,
+                       drive, current0, voltage0, adaptation0, beta_syn, beta_mem, one_minus_mem, beta_ada,
+                       xi, keep, decay_grads, g_drive, g_current0, g_voltage0, g_adaptation0,
+                       g_beta_syn, g_beta_mem, g_beta_ada):  # pragma: no cover
+    """The chain rule of the module docstring back through the span, over the batch in
+    ``len(g_beta_syn)`` parallel chunks, a row at a time. ``g_current``.. are the
+    gradients of the final state; the initial state's go to ``g_current0``.. and the
+    drive's to ``g_drive`` (shape (1, B, N) for a held drive, summed over the substeps).
+    With ``decay_grads``, the row's states are recomputed (the forward's ops) and the decay
+    factors' gradients summed per chunk into ``g_beta_*`` (chunks, N; float64). The surrogate
+    derivative is ``slope_grad``, or for the fast sigmoid (``fast_sigmoid_slope`` > 0)
+    computed here from ``v``, which saves three passes over memory. Each inner loop is
+    branch-free so that it vectorises."""
     held = g_drive.shape[0] == 1
-    batch, size = g_spikes.shape[1], g_spikes.shape[2]
+    steps, batch, size = g_spikes.shape
+    chunks = g_beta_syn.shape[0]
     zero = xi - xi
     one = zero + 1
-    g_current = np.zeros((batch, size), g_drive.dtype)
-    g_voltage = np.zeros((batch, size), g_drive.dtype)
-    g_adaptation = np.zeros((batch, size), g_drive.dtype)
-    ds = np.empty((batch, size), g_drive.dtype)
-    for t in range(g_spikes.shape[0] - 1, -1, -1):
-        out = g_drive[0] if held else g_drive[t]
-        if fast_sigmoid_slope > zero:  # its own loop: a branch inside the next one stops vectorisation
-            for b in range(batch):
+    adapt = one - keep
+    for c in numba.prange(chunks):
+        dtype = g_drive.dtype
+        ds, g_in, g_pre = np.empty(size, dtype), np.empty(size, dtype), np.empty(size, dtype)
+        g_i, g_u, g_a = np.empty(size, dtype), np.empty(size, dtype), np.empty(size, dtype)
+        cur = np.empty((steps + 1, size), dtype)  # the row's state before substep t, and after the last
+        vol = np.empty((steps + 1, size), dtype)
+        ada = np.empty((steps + 1, size), dtype)
+        gb_syn, gb_mem, gb_ada = g_beta_syn[c], g_beta_mem[c], g_beta_ada[c]
+        for b in range(c * batch // chunks, (c + 1) * batch // chunks):
+            if decay_grads:
+                cur[0], vol[0], ada[0] = current0[b], voltage0[b], adaptation0[b]
+                for t in range(steps):
+                    d = drive[0, b] if drive.shape[0] == 1 else drive[t, b]
+                    for n in range(size):
+                        i = beta_syn[n] * cur[t, n] + d[n]
+                        pre_reset = beta_mem[n] * vol[t, n] + one_minus_mem[n] * i
+                        theta = one + xi * ada[t, n]
+                        s = one if pre_reset - theta > zero else zero
+                        cur[t + 1, n] = i
+                        vol[t + 1, n] = pre_reset - theta * s
+                        ada[t + 1, n] = adapt * (beta_ada[n] * ada[t, n] + s) + keep * ada[t, n]
+            g_i[:], g_u[:], g_a[:] = g_current[b], g_voltage[b], g_adaptation[b]
+            if held:
+                g_drive[0, b] = zero
+            for t in range(steps - 1, -1, -1):
+                if fast_sigmoid_slope > zero:
+                    for n in range(size):
+                        den = one + fast_sigmoid_slope * abs(v[t, b, n])
+                        ds[n] = one / (den * den)
+                else:
+                    ds[:] = slope_grad[t, b]
+                g_s = g_spikes[t, b]
+                if decay_grads:  # with the gradient of the trace after substep t
+                    for n in range(size):
+                        gb_ada[n] += adapt * g_a[n] * ada[t, n]
                 for n in range(size):
-                    d = one + fast_sigmoid_slope * abs(v[t, b, n])
-                    ds[b, n] = one / (d * d)
-        else:
-            ds[:, :] = slope_grad[t]
-        for b in range(batch):
-            for n in range(size):
-                g_v = (g_spikes[t, b, n] + g_adaptation[b, n]) * ds[b, n]
-                g_pre = g_voltage[b, n] + g_v
-                g_in = g_current[b, n] + one_minus_mem[n] * g_pre
-                out[b, n] = out[b, n] + g_in if held else g_in
-                g_current[b, n] = beta_syn[n] * g_in
-                g_voltage[b, n] = beta_mem[n] * g_pre
-                g_adaptation[b, n] = beta_ada[n] * g_adaptation[b, n] - xi * g_v
+                    g_v = (g_s[n] + adapt * g_a[n]) * ds[n]
+                    g_pre[n] = g_u[n] + g_v
+                    g_in[n] = g_i[n] + one_minus_mem[n] * g_pre[n]
+                    g_i[n] = beta_syn[n] * g_in[n]
+                    g_u[n] = beta_mem[n] * g_pre[n]
+                    g_a[n] = adapt * (beta_ada[n] * g_a[n] - xi * g_v) + keep * g_a[n]
+                if held:
+                    g_drive[0, b] += g_in
+                else:
+                    g_drive[t, b] = g_in
+                if decay_grads:
+                    for n in range(size):
+                        gb_syn[n] += g_in[n] * cur[t, n]
+                        gb_mem[n] += g_pre[n] * (vol[t, n] - cur[t + 1, n])
+            g_current0[b], g_voltage0[b], g_adaptation0[b] = g_i, g_u, g_a
+
+
+def _chunks(batch: int) -> int:
+    """Parallel pieces of a span's batch: one per thread torch may use (and numba has)."""
+    return max(1, min(batch, torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-class FusedNeuronWindow(torch.autograd.Function):
-    """``apply(drive, steps, b_syn, b_mem, b_ada, xi, surrogate) -> spikes (steps, B, N)``.
+class FusedNeuronSpan(torch.autograd.Function):
+    """``apply(drive, I, U, A, b_syn, b_mem, b_ada, steps, xi, surrogate) -> (spikes, I', U', A')``.
 
-    All ``steps`` substeps of a population without recurrence from a zero state, for
-    ``drive`` given per substep ``(steps, B, N)`` or held ``(B, N)``. The forward is
-    :func:`_forward`'s ops in the same order and dtype (same spikes); the backward runs
-    the chain rule above back through the window, both as numba loops (CPU tensors only;
-    :meth:`.neurons.SpikingLayer.window` steps instead elsewhere). Frozen time constants
-    only: no decay gradients.
+    ``steps`` substeps of a population without recurrence, from the state ``(I, U, A)``
+    (each ``(B, N)``), for ``drive`` given per substep ``(steps, B, N)`` or held ``(B, N)``:
+    spikes ``(steps, B, N)`` and the state after the last substep. The forward is
+    :func:`_forward`'s ops in the same order and dtype (same spikes and state); the backward
+    runs the chain rule above back through the span, both as numba loops (CPU tensors only;
+    :meth:`.neurons.SpikingLayer.span` steps instead elsewhere). One node in the autograd
+    graph instead of one per substep and connection, and the state never leaves the cache.
     """
 
     @staticmethod
-    def forward(ctx, drive, steps, beta_syn, beta_mem, beta_ada, xi, surrogate):  # type: ignore[override]
+    def forward(ctx, drive, current, voltage, adaptation, beta_syn, beta_mem, beta_ada, steps, xi, surrogate):  # type: ignore[override]
         held = drive.dim() == 2
         drive3 = drive.unsqueeze(0) if held else drive
-        shape = (steps, *drive3.shape[1:])
-        spikes, v = drive.new_empty(shape), drive.new_empty(shape)
+        spikes, v = drive.new_empty((steps, *drive3.shape[1:])), drive.new_empty((steps, *drive3.shape[1:]))
+        state = [current.new_empty(current.shape) for _ in range(3)]
         dtype = _np(beta_syn).dtype
-        _window_forward_cpu(_np(drive3), steps, _np(beta_syn), _np(beta_mem), _np(1.0 - beta_mem),
-                            _np(beta_ada), dtype.type(xi), dtype.type(1.0), spikes.numpy(), v.numpy())
-        ctx.save_for_backward(v, beta_syn, beta_mem, beta_ada)
+        keep = dtype.type(0.0 if xi else 1.0)  # LIF keeps its (unused) trace, as _forward does
+        _span_forward_cpu(_np(drive3), _np(current), _np(voltage), _np(adaptation), _np(beta_syn), _np(beta_mem),
+                          _np(1.0 - beta_mem), _np(beta_ada), dtype.type(xi), dtype.type(1.0), keep, _chunks(drive3.shape[1]),
+                          spikes.numpy(), v.numpy(), *(s.numpy() for s in state))
+        ctx.save_for_backward(v, drive3, current, voltage, adaptation, beta_syn, beta_mem, beta_ada)
         ctx.held, ctx.xi, ctx.kind, ctx.slope = held, float(xi), surrogate.kind, float(surrogate.slope)
-        return spikes
+        return spikes, *state
 
     @staticmethod
-    def backward(ctx, g_spikes):  # type: ignore[override]
-        v, beta_syn, beta_mem, beta_ada = ctx.saved_tensors
-        g_drive = v.new_zeros((1, *v.shape[1:])) if ctx.held else v.new_empty(v.shape)
+    def backward(ctx, g_spikes, g_current, g_voltage, g_adaptation):  # type: ignore[override]
+        v, drive3, current, voltage, adaptation, beta_syn, beta_mem, beta_ada = ctx.saved_tensors
+        decay_grads = any(ctx.needs_input_grad[4:7])
+        g_drive = v.new_empty((1 if ctx.held else v.shape[0], *v.shape[1:]))
+        g_state = [current.new_empty(current.shape) for _ in range(3)]
+        # Summed in float64: each is a sum of B x steps terms of both signs.
+        g_decays = [torch.zeros((_chunks(v.shape[1]), *beta_syn.shape), dtype=torch.float64) for _ in range(3)]
         dtype = _np(v).dtype
         inline = ctx.kind == "fast_sigmoid"
-        slope_grad = v[:0] if inline else surrogate_derivative(ctx.kind, v, ctx.slope)
-        _window_backward_cpu(_np(g_spikes), _np(v), _np(slope_grad), dtype.type(ctx.slope if inline else 0.0),
-                             _np(beta_syn), _np(beta_mem), _np(1.0 - beta_mem), _np(beta_ada),
-                             dtype.type(ctx.xi), g_drive.numpy())
-        return (g_drive[0] if ctx.held else g_drive), None, None, None, None, None, None
+        slope_grad = v[:0] if inline else _kernels["surrogate"](ctx.kind, v, ctx.slope)
+        _span_backward_cpu(_np(g_spikes), _np(g_current), _np(g_voltage), _np(g_adaptation), _np(slope_grad),
+                           _np(v), dtype.type(ctx.slope if inline else 0.0), _np(drive3), _np(current),
+                           _np(voltage), _np(adaptation), _np(beta_syn), _np(beta_mem), _np(1.0 - beta_mem),
+                           _np(beta_ada), dtype.type(ctx.xi), dtype.type(0.0 if ctx.xi else 1.0), decay_grads,
+                           g_drive.numpy(),
+                           *(g.numpy() for g in g_state), *(g.numpy() for g in g_decays))
+        g_decays = [g.sum(0).to(beta_syn.dtype) for g in g_decays] if decay_grads else [None] * 3
+        if not ctx.xi:
+            g_decays[2] = None
+        return ((g_drive[0] if ctx.held else g_drive), *g_state, *g_decays, None, None, None)

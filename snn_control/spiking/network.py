@@ -133,6 +133,8 @@ class SpikingNet(nn.Module):
 
     def step(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
         """One control step: ``x`` ``(B, in)`` -> readout potential ``(B, out)``, new state."""
+        if self.fused and torch.is_grad_enabled():
+            return self._step_layer_by_layer(x, state)
         decays = [layer.decays() for layer in self.layers]
         readout_decays = self.readout.decays()
         held_drive = self.layers[0].input(x * self.input_gain)
@@ -149,6 +151,33 @@ class SpikingNet(nn.Module):
                 if self.track_activity:
                     self.activity[i] = self.activity[i] + spikes.mean(0)
             readout = self.readout.step(spikes, readout, readout_decays)
+        if self.count_spikes:
+            self.counted_substeps += self.substeps * x.shape[0]
+        if self.track_activity:
+            self.activity_substeps += self.substeps
+        return readout.output, SpikingNetState(tuple(layer_states), readout)
+
+    def _step_layer_by_layer(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
+        """:meth:`step` for training (``fused``): each layer runs all its substeps before the
+        next layer starts. Spikes only pass forward within a control step, so this is the
+        same computation in another order; a layer without recurrence runs as one fused
+        span (:meth:`.SpikingLayer.span`), and the next layer's input and the readout's are
+        one matrix product over all substeps instead of one per substep."""
+        drive = self.layers[0].input(x * self.input_gain)  # held for all substeps
+        layer_states = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                drive = layer.input(spikes)  # (substeps, B, N) at once
+            spikes, new_state = layer.span(drive, state.layers[i], layer.decays(), self.substeps)
+            layer_states.append(new_state)
+            if self.count_spikes:
+                self.spike_counts[i] += float(spikes.detach().sum())
+            if self.track_activity:
+                self.activity[i] = self.activity[i] + spikes.mean(1).sum(0)
+        weighted = self.readout.scale * self.readout.weight(spikes)
+        readout, readout_decays = state.readout, self.readout.decays()
+        for t in range(self.substeps):
+            readout = self.readout.integrate(weighted[t], readout, readout_decays)
         if self.count_spikes:
             self.counted_substeps += self.substeps * x.shape[0]
         if self.track_activity:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .connections import init_connection, make_connection
-from .fused import FusedNeuronStep, FusedNeuronWindow
+from .fused import FusedNeuronSpan, FusedNeuronStep
 from .init import analog_input_std, spiking_input_std
 from .surrogate import Surrogate
 
@@ -164,27 +164,40 @@ class SpikingLayer(nn.Module):
             drive = drive + self.recurrent(state.spikes)
         return neuron_step(drive, state, decays, self.xi, self.surrogate, fused)
 
-    def window(self, drive: torch.Tensor, steps: int, decays: Decays) -> torch.Tensor:
-        """Spikes ``(steps, B, N)`` of ``steps`` substeps from a fresh state, for ``drive``
-        per substep ``(steps, B, N)`` or held ``(B, N)``: :meth:`step` repeated, as one
-        autograd node on the CPU (:class:`.fused.FusedNeuronWindow`), stepped elsewhere.
-        Feed-forward, frozen time constants only."""
-        if self.recurrent is not None:
-            raise ValueError("window() needs a layer without recurrence; step it instead")
-        if any(d.requires_grad for d in decays) and torch.is_grad_enabled():
-            raise ValueError("window() has no time-constant gradients; build the layer with learn_tau=False")
-        if drive.device.type != "cpu":
-            return self.stepped_window(drive, steps, decays)
-        return FusedNeuronWindow.apply(drive, steps, decays.syn, decays.mem, decays.ada, self.xi, self.surrogate)
+    def span(self, drive: torch.Tensor, state: NeuronState, decays: Decays, steps: int,
+             fused: bool = True) -> tuple[torch.Tensor, NeuronState]:
+        """``steps`` substeps from ``state``: spikes ``(steps, B, N)`` and the state after.
+        ``drive`` is given per substep ``(steps, B, N)`` or held ``(B, N)``. Without
+        recurrence, on the CPU and with ``fused``, one autograd node
+        (:class:`.fused.FusedNeuronSpan`: same spikes, state and gradients); otherwise
+        :meth:`step` once per substep."""
+        if fused and self.recurrent is None and drive.device.type == "cpu":
+            spikes, current, voltage, adaptation = FusedNeuronSpan.apply(
+                drive, state.current, state.voltage, state.adaptation, decays.syn, decays.mem, decays.ada,
+                steps, self.xi, self.surrogate)
+            return spikes, NeuronState(current, voltage, adaptation, spikes[-1])
+        return self._stepped(drive, state, decays, steps, fused)
 
-    def stepped_window(self, drive: torch.Tensor, steps: int, decays: Decays, fused: bool = True) -> torch.Tensor:
-        """What :meth:`window` computes, by :meth:`step` once per substep (its reference)."""
-        state = self.initial_state(drive.shape[-2], drive)
+    def _stepped(self, drive, state: NeuronState, decays: Decays, steps: int, fused: bool):
         spikes = []
         for t in range(steps):
             state = self.step(drive if drive.dim() == 2 else drive[t], state, decays, fused)
             spikes.append(state.spikes)
-        return torch.stack(spikes)
+        return torch.stack(spikes), state
+
+    def window(self, drive: torch.Tensor, steps: int, decays: Decays) -> torch.Tensor:
+        """Spikes ``(steps, B, N)`` of ``steps`` substeps from a fresh state, for ``drive``
+        per substep ``(steps, B, N)`` or held ``(B, N)``: :meth:`span` from rest, for a
+        feed-forward layer with frozen time constants."""
+        if self.recurrent is not None:
+            raise ValueError("window() needs a layer without recurrence; step it instead")
+        if any(d.requires_grad for d in decays) and torch.is_grad_enabled():
+            raise ValueError("window() has no time-constant gradients; build the layer with learn_tau=False")
+        return self.span(drive, self.initial_state(drive.shape[-2], drive), decays, steps)[0]
+
+    def stepped_window(self, drive: torch.Tensor, steps: int, decays: Decays, fused: bool = True) -> torch.Tensor:
+        """What :meth:`window` computes, by :meth:`step` once per substep (its reference)."""
+        return self._stepped(drive, self.initial_state(drive.shape[-2], drive), decays, steps, fused)[0]
 
 
 class ReadoutState(NamedTuple):
@@ -223,7 +236,12 @@ class LeakyReadout(nn.Module):
     def step(
         self, spikes: torch.Tensor, state: ReadoutState, decays: tuple[torch.Tensor, torch.Tensor]
     ) -> ReadoutState:
+        return self.integrate(self.scale * self.weight(spikes), state, decays)
+
+    def integrate(self, weighted: torch.Tensor, state: ReadoutState,
+                  decays: tuple[torch.Tensor, torch.Tensor]) -> ReadoutState:
+        """One substep for the already weighted input ``scale W s`` ``(B, M)``."""
         beta_syn, beta_mem = decays
-        current = beta_syn * state.current + self.scale * self.weight(spikes)
+        current = beta_syn * state.current + weighted
         output = beta_mem * state.output + (1.0 - beta_mem) * current
         return ReadoutState(current, output)
