@@ -51,15 +51,26 @@ def tables(quick: bool) -> str:
                 "", _source(r), ""]
     r = _load("train_step", quick)
     if r:
+        paths = [p for p in ("fused", "compiled") if f"predictor_{p}_s" in r]
         out += ["### train_step (one update, the trainer's own code)", "",
-                "| update | reference s | fast s | speedup | max relative gradient difference |", "|---|---|---|---|---|"]
+                "| update | reference s | " + " | ".join(f"{p} s (speedup, max relative gradient difference)" for p in paths)
+                + " |", "|---|---|" + "---|" * len(paths)]
         for kind in ("predictor", "policy"):
-            out.append(f"| {kind} | {r[f'{kind}_reference_s']:.2f} | {r[f'{kind}_fast_s']:.2f} | "
-                       f"{r[f'{kind}_speedup']:.1f}x | {r[f'{kind}_max_rel_grad_diff']:.1e} |")
+            out.append(f"| {kind} | {r[f'{kind}_reference_s']:.2f} | " + " | ".join(
+                f"{r[f'{kind}_{p}_s']:.2f} ({r[f'{kind}_{p}_speedup']:.1f}x, {r[f'{kind}_{p}_max_rel_grad_diff']:.0e})"
+                for p in paths) + " |")
+        mix = r["iteration_updates"]
+        out.append(f"| one training iteration's updates ({mix['predictor']} predictor + {mix['policy']} policy) | "
+                   f"{sum(n * r[f'{k}_reference_s'] for k, n in mix.items()):.1f} | " + " | ".join(
+                       f"{sum(n * r[f'{k}_{p}_s'] for k, n in mix.items()):.1f} "
+                       f"({sum(n * r[f'{k}_reference_s'] for k, n in mix.items()) / sum(n * r[f'{k}_{p}_s'] for k, n in mix.items()):.1f}x)"
+                       for p in paths) + " |")
         out += ["", f"Batch {r['batch']}, {r['warmup']} + {r['unroll']} steps, {r['substeps']} substeps, "
-                f"2 x {r['hidden']} ALIF, rank {r['rank']}, {r['threads']} thread(s), compiled: {r['compiled']}. "
-                f"Peak memory (one predictor + one policy update, fresh process): reference "
-                f"{r['reference_peak_rss_mb'] / 1024:.2f} GB, fast {r['fast_peak_rss_mb'] / 1024:.2f} GB.", "",
+                f"2 x {r['hidden']} ALIF, rank {r['rank']}, {r['threads']} thread(s); each time the median of "
+                f"{r['repeats']} updates. Compiled path ran compiled: {r['compiled']}; its first predictor and policy "
+                f"updates (compiling) took {r.get('first_compiled_updates_incl_compile_s', float('nan')):.0f} s. "
+                f"Peak memory (one predictor + one policy update, fresh process): "
+                + ", ".join(f"{p} {r[f'{p}_peak_rss_mb'] / 1024:.2f} GB" for p in ("reference", *paths)) + ".", "",
                 _source(r), ""]
     r = _load("collect", quick)
     if r:

@@ -106,10 +106,12 @@ class TrainConfig:
     threads: int = 2  # torch intra-op threads
     env_workers: int = 1  # processes stepping the collection envs (envs.parallel); the
     # Panda's physics is one core per process, so 2 on a 2-core machine
-    fused_neurons: bool = True  # each neuron substep one autograd function (spiking.fused);
-    # same values and gradients as the op-by-op reference (tested), far fewer memory passes
-    compile: bool = True  # fuse those functions with torch.compile (needs a C++ compiler;
-    # falls back to eager with a warning); costs ~15-30 s of compiling at the first update
+    fused_neurons: bool = True  # without compile: layer by layer, each layer's substeps one
+    # fused autograd function (spiking.fused); same values and gradients (tested)
+    compile: bool = True  # each net's control step through torch.compile (SpikingNet.compile_step;
+    # same values and gradients, tested; needs a C++ compiler, else falls back to fused_neurons
+    # with a warning); costs ~10-80 s of compiling over the first updates. The fine-tune from
+    # bags compiles only the fused neuron substep (training.finetune)
 
 
 @dataclass

@@ -8,6 +8,7 @@ the readout potential after the last substep is the output.
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple, Sequence
 
 import torch
@@ -15,6 +16,8 @@ from torch import nn
 
 from .neurons import LeakyReadout, NeuronState, ReadoutState, SpikingLayer
 from .surrogate import Surrogate
+
+log = logging.getLogger(__name__)
 
 
 class SpikingNetState(NamedTuple):
@@ -93,9 +96,11 @@ class SpikingNet(nn.Module):
         self.track_activity = False
         self.activity: list = []
         self.activity_substeps = 0
-        # Training speed-up: each substep's neuron update as one fused autograd function
-        # (spiking.fused); same values and gradients. The trainer sets it from the config.
+        # Training speed-ups, set by the trainer from its config; same values and gradients.
+        # fused: layer by layer, with fused autograd functions (spiking.fused), no compiler.
+        # compiled: the whole control step through torch.compile (see compile_step).
         self.fused = False
+        self.compiled = None
 
     def set_slope(self, slope: float) -> None:
         """Change the surrogate slope of every layer (shared object), e.g. on a schedule."""
@@ -131,10 +136,33 @@ class SpikingNet(nn.Module):
         self.spike_counts = [0.0] * len(self.layers)
         self.counted_substeps = 0
 
+    def compile_step(self) -> None:
+        """Run the control step through ``torch.compile`` while gradients are recorded: the
+        op-by-op step below, traced once, its forward and backward each fused into a few
+        loops (AOTAutograd + inductor). Per control step that is one call instead of about
+        a hundred small ops each way, which is what a small batch spends its time on. Every
+        net and every pattern of which inputs need gradients is its own compiled graph
+        (about eight in a policy update), hence the higher recompile limit. Without a C++
+        compiler the first call fails; the net then falls back to ``fused`` with a warning."""
+        limits = torch._dynamo.config
+        limits.recompile_limit = max(limits.recompile_limit, 64)
+        self.compiled = torch.compile(self._step_by_substep, dynamic=False)
+
     def step(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
         """One control step: ``x`` ``(B, in)`` -> readout potential ``(B, out)``, new state."""
+        if torch.is_grad_enabled() and self.compiled is not None:
+            try:
+                return self.compiled(x, state)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so
+                log.warning("torch.compile of the spiking step failed (%s); using the fused step instead",
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self.compiled, self.fused = None, True
         if self.fused and torch.is_grad_enabled():
             return self._step_layer_by_layer(x, state)
+        return self._step_by_substep(x, state)
+
+    def _step_by_substep(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
+        """:meth:`step` as the equations read: every layer, substep by substep (the reference)."""
         decays = [layer.decays() for layer in self.layers]
         readout_decays = self.readout.decays()
         held_drive = self.layers[0].input(x * self.input_gain)
@@ -144,7 +172,7 @@ class SpikingNet(nn.Module):
             spikes = None
             for i, layer in enumerate(self.layers):
                 drive = held_drive if i == 0 else layer.input(spikes)
-                layer_states[i] = layer.step(drive, layer_states[i], decays[i], self.fused)
+                layer_states[i] = layer.step(drive, layer_states[i], decays[i])
                 spikes = layer_states[i].spikes
                 if self.count_spikes:
                     self.spike_counts[i] += float(spikes.detach().sum())

@@ -32,7 +32,6 @@ from ..envs import make_batch
 from ..envs.base import velocity_indices
 from ..models import IOSpec, spiking_nets
 from ..paths import resolve
-from ..spiking import fused
 from .checkpoint import atomic_write_bytes, keep_best, networks_for, save_model
 from .collect import rollout
 from .replay import EpisodicReplay
@@ -80,7 +79,8 @@ class Trainer:
         self.predictor, self.policy = networks_for(config, spec)
         for net in spiking_nets(self.predictor) + spiking_nets(self.policy):
             net.fused = t.fused_neurons
-        fused.use_compiled_kernels(t.fused_neurons and t.compile)
+            if t.compile:
+                net.compile_step()
         if t.init_from:
             self._init_from(t.init_from)
         self.pred_opt = make_optimizer(self.predictor, t.lr, t.tau_lr)
