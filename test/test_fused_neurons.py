@@ -189,3 +189,26 @@ def test_window_refuses_recurrence_and_learnable_time_constants():
     learnable = SpikingLayer(4, 6, recurrent=False, learn_tau=True, **kwargs)
     with pytest.raises(ValueError, match="learn_tau"):
         learnable.window(torch.zeros(2, 6), 3, learnable.decays())
+
+
+def test_compiled_step_falls_back_to_the_fused_path_without_a_compiler(monkeypatch, caplog):
+    """A compiler failure at the first compiled call (no C++ compiler, say) is logged once
+    and the net goes on layer by layer with the fused functions: same values."""
+    torch.manual_seed(0)
+    predictor, _ = build_networks(ModelConfig(hidden=16, rank=4, substeps=2), 4, 2, 2)
+    obs, act = torch.randn(3, 4), torch.rand(3, 2)
+    with torch.no_grad():
+        expected, _ = predictor.step(obs, act, predictor.initial_state(3, obs))
+
+    def no_compiler(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    predictor.net.compile_step()
+    with caplog.at_level("WARNING"):
+        got, _ = predictor.step(obs, act, predictor.initial_state(3, obs))
+    assert "torch.compile of the spiking step failed" in caplog.text
+    assert predictor.net.compiled is None and predictor.net.fused
+    assert torch.equal(got.detach(), expected)
