@@ -1,12 +1,13 @@
-"""The whole ALIF substep as one autograd function, optionally compiled into fused kernels.
+"""Training without a C++ compiler: the neuron update as hand-differentiated autograd functions.
 
-Autograd on :func:`.neurons.neuron_step` records about fifteen elementwise ops per substep
-and replays them backward, each a full pass over ``(B, N)`` memory. Here the forward is
-one function and the backward is written out by hand (below), so each is a single pass
-that ``torch.compile`` can fuse into one loop. It computes what ``neuron_step`` computes:
-the forward is the same ops in the same order (bitwise equal in eager mode), and the
-gradients are the same chain rule, including the detached reset and the surrogate
-derivative (``test_fused_neurons`` compares both in float64).
+With a compiler, training runs each net's whole control step through ``torch.compile``
+(:meth:`.network.SpikingNet.compile_step`). Without one, the op-by-op step would record
+about fifteen elementwise ops per substep and replay them backward, each a full pass over
+``(B, N)`` memory. Here the forward of a substep is one function and its backward is
+written out by hand (below). It computes what ``neuron_step`` computes: the forward is the
+same ops in the same order (bitwise equal), and the gradients are the same chain rule,
+including the detached reset and the surrogate derivative (``test_fused_neurons``
+compares both in float64).
 
 Backward, for upstream gradients gI', gU', gA', gs of the outputs (v = U_pre - theta is
 recomputed from the saved state rather than stored):
@@ -28,16 +29,11 @@ storing them.
 
 from __future__ import annotations
 
-import logging
-
 import numba
 import numpy as np
 import torch
 
 from .surrogate import surrogate_derivative
-
-log = logging.getLogger(__name__)
-
 
 def _forward(drive, current, voltage, adaptation, beta_syn, beta_mem, beta_ada, xi: float):
     new_current = beta_syn * current + drive
@@ -74,42 +70,12 @@ def _backward(g_current, g_voltage, g_adaptation, g_spikes, current, voltage, ad
     return g_drive, beta_syn * g_drive, beta_mem * g_pre, g_adapt_in, g_beta_syn, g_beta_mem, g_beta_ada
 
 
-_EAGER = {"forward": _forward, "backward": _backward, "surrogate": surrogate_derivative}
-_kernels = dict(_EAGER)
-
-
-def use_compiled_kernels(enabled: bool = True) -> None:
-    """Run the fused forward and backward through ``torch.compile`` (needs a C++ compiler;
-    if compiling fails at first use, the eager kernels take over with a warning)."""
-    for name, eager in _EAGER.items():
-        _kernels[name] = _guarded(torch.compile(eager, dynamic=False), name) if enabled else eager
-
-
-def compiled_kernels_enabled() -> bool:
-    return _kernels["forward"] is not _forward
-
-
-def _guarded(compiled, name: str):
-    eager = _EAGER[name]
-
-    def run(*args, **kwargs):
-        try:
-            return compiled(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so once
-            log.warning("torch.compile of the fused neuron %s failed (%s); using eager kernels",
-                        name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            _kernels[name] = eager
-            return eager(*args, **kwargs)
-
-    return run
-
-
 class FusedNeuronStep(torch.autograd.Function):
     """``apply(drive, I, U, A, b_syn, b_mem, b_ada, xi, surrogate) -> (I', U', A', s)``."""
 
     @staticmethod
     def forward(ctx, drive, current, voltage, adaptation, beta_syn, beta_mem, beta_ada, xi, surrogate):  # type: ignore[override]
-        new_current, new_voltage, new_adaptation, spikes = _kernels["forward"](
+        new_current, new_voltage, new_adaptation, spikes = _forward(
             drive, current, voltage, adaptation, beta_syn, beta_mem, beta_ada, float(xi))
         # Old state and the new current only: the old state of step k + 1 is the new state
         # of step k, so across a sequence each tensor is stored once.
@@ -122,7 +88,7 @@ class FusedNeuronStep(torch.autograd.Function):
     def backward(ctx, g_current, g_voltage, g_adaptation, g_spikes):  # type: ignore[override]
         current, voltage, adaptation, new_current, beta_syn, beta_mem, beta_ada = ctx.saved_tensors
         decay_grads = any(ctx.needs_input_grad[4:7])
-        grads = _kernels["backward"](g_current, g_voltage, g_adaptation, g_spikes, current, voltage,
+        grads = _backward(g_current, g_voltage, g_adaptation, g_spikes, current, voltage,
                                      adaptation, new_current, beta_syn, beta_mem, beta_ada,
                                      ctx.xi, ctx.kind, ctx.slope, decay_grads)
         return (*grads, None, None)
@@ -282,7 +248,7 @@ class FusedNeuronSpan(torch.autograd.Function):
         g_decays = [torch.zeros((_chunks(v.shape[1]), *beta_syn.shape), dtype=torch.float64) for _ in range(3)]
         dtype = _np(v).dtype
         inline = ctx.kind == "fast_sigmoid"
-        slope_grad = v[:0] if inline else _kernels["surrogate"](ctx.kind, v, ctx.slope)
+        slope_grad = v[:0] if inline else surrogate_derivative(ctx.kind, v, ctx.slope)
         _span_backward_cpu(_np(g_spikes), _np(g_current), _np(g_voltage), _np(g_adaptation), _np(slope_grad),
                            _np(v), dtype.type(ctx.slope if inline else 0.0), _np(drive3), _np(current),
                            _np(voltage), _np(adaptation), _np(beta_syn), _np(beta_mem), _np(1.0 - beta_mem),

@@ -43,7 +43,6 @@ import torch
 from ..envs import make_batch
 from ..envs.base import velocity_indices
 from ..models import spiking_nets
-from ..spiking import fused
 from .bags import SessionEpisodes
 from .checkpoint import load_model, save_model
 from .collect import rollout
@@ -76,7 +75,7 @@ class FinetuneSettings:
     env_overrides: dict[str, Any] = field(default_factory=dict)  # simulated plant for validation
     seed: int = 0
     threads: int = 1
-    compile: bool = True  # torch.compile the neuron steps (the model's train.compile also must be on)
+    compile: bool = True  # torch.compile the control steps (the model's train.compile also must be on)
 
 
 def split_windows(sessions: SessionEpisodes, every: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,9 +157,13 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
                             f"{s.min_train_windows + 1 + s.min_train_windows // s.heldout_every}")
     replay = EpisodicReplay(len(train_idx), s.window, spec.obs_dim, spec.act_dim, spec.goal_dim)
     replay.add(sessions.obs[train_idx], sessions.actions[train_idx], sessions.goals[train_idx])
+    compile_steps = t.compile and s.compile
+    if compile_steps:  # the trainer node fine-tunes fresh copies each time: drop the last ones' graphs
+        torch._dynamo.reset()
     for net in spiking_nets(predictor) + spiking_nets(policy):
         net.fused = t.fused_neurons
-    fused.use_compiled_kernels(t.fused_neurons and t.compile and s.compile)
+        if compile_steps:
+            net.compile_step()
     effector = slice(*spec.effector)
     velocity = velocity_indices(spec.obs_names)  # train.hold_still, kept from the model's training
     predictor.train()
