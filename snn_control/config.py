@@ -110,8 +110,7 @@ class TrainConfig:
     # fused autograd function (spiking.fused); same values and gradients (tested)
     compile: bool = True  # each net's control step through torch.compile (SpikingNet.compile_step;
     # same values and gradients, tested; needs a C++ compiler, else falls back to fused_neurons
-    # with a warning); costs ~10-80 s of compiling over the first updates. The fine-tune from
-    # bags compiles only the fused neuron substep (training.finetune)
+    # with a warning); costs ~10-80 s of compiling over the first updates (a fine-tune too)
 
 
 @dataclass
