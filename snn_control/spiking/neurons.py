@@ -164,19 +164,18 @@ class SpikingLayer(nn.Module):
             drive = drive + self.recurrent(state.spikes)
         return neuron_step(drive, state, decays, self.xi, self.surrogate, fused)
 
-    def span(self, drive: torch.Tensor, state: NeuronState, decays: Decays, steps: int,
-             fused: bool = True) -> tuple[torch.Tensor, NeuronState]:
+    def span(self, drive: torch.Tensor, state: NeuronState, decays: Decays,
+             steps: int) -> tuple[torch.Tensor, NeuronState]:
         """``steps`` substeps from ``state``: spikes ``(steps, B, N)`` and the state after.
         ``drive`` is given per substep ``(steps, B, N)`` or held ``(B, N)``. Without
-        recurrence, on the CPU and with ``fused``, one autograd node
-        (:class:`.fused.FusedNeuronSpan`: same spikes, state and gradients); otherwise
-        :meth:`step` once per substep."""
-        if fused and self.recurrent is None and drive.device.type == "cpu":
+        recurrence and on the CPU, one autograd node (:class:`.fused.FusedNeuronSpan`:
+        same spikes, state and gradients); otherwise the fused :meth:`step` once per substep."""
+        if self.recurrent is None and drive.device.type == "cpu":
             spikes, current, voltage, adaptation = FusedNeuronSpan.apply(
                 drive, state.current, state.voltage, state.adaptation, decays.syn, decays.mem, decays.ada,
                 steps, self.xi, self.surrogate)
             return spikes, NeuronState(current, voltage, adaptation, spikes[-1])
-        return self._stepped(drive, state, decays, steps, fused)
+        return self._stepped(drive, state, decays, steps, fused=True)
 
     def _stepped(self, drive, state: NeuronState, decays: Decays, steps: int, fused: bool):
         spikes = []

@@ -42,13 +42,13 @@ import torch
 
 from ..envs import make_batch
 from ..envs.base import velocity_indices
-from ..models import spiking_nets
 from .bags import SessionEpisodes
 from .checkpoint import load_model, save_model
 from .collect import rollout
 from .evaluate import heldout_tasks
 from .replay import EpisodicReplay
-from .updates import imagined_distance, make_optimizer, mean_distance, policy_step, predictor_loss, predictor_step
+from .updates import (imagined_distance, make_optimizer, mean_distance, policy_step, predictor_loss, predictor_step,
+                      use_training_path)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -160,10 +160,7 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
     compile_steps = t.compile and s.compile
     if compile_steps:  # the trainer node fine-tunes fresh copies each time: drop the last ones' graphs
         torch._dynamo.reset()
-    for net in spiking_nets(predictor) + spiking_nets(policy):
-        net.fused = t.fused_neurons
-        if compile_steps:
-            net.compile_step()
+    use_training_path(predictor, policy, t, compile_steps)
     effector = slice(*spec.effector)
     velocity = velocity_indices(spec.obs_names)  # train.hold_still, kept from the model's training
     predictor.train()

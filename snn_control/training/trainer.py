@@ -30,12 +30,13 @@ from tqdm.auto import tqdm
 from ..config import ExperimentConfig
 from ..envs import make_batch
 from ..envs.base import velocity_indices
-from ..models import IOSpec, spiking_nets
+from ..models import IOSpec
 from ..paths import resolve
 from .checkpoint import atomic_write_bytes, keep_best, networks_for, save_model
 from .collect import rollout
 from .replay import EpisodicReplay
-from .updates import activity_penalty, make_optimizer, policy_step, predictor_step  # noqa: F401 (re-exported)
+from .updates import (activity_penalty, make_optimizer, policy_step, predictor_step,  # noqa: F401 (re-exported)
+                      use_training_path)
 
 TRAIN_STREAM, VALIDATION_STREAM = 1, 2  # RNG streams; held-out evaluation uses its own seed
 
@@ -77,10 +78,7 @@ class Trainer:
         spec = self.env.spec
         self.io_spec = io_spec_for(config, spec)
         self.predictor, self.policy = networks_for(config, spec)
-        for net in spiking_nets(self.predictor) + spiking_nets(self.policy):
-            net.fused = t.fused_neurons
-            if t.compile:
-                net.compile_step()
+        use_training_path(self.predictor, self.policy, t, t.compile)
         if t.init_from:
             self._init_from(t.init_from)
         self.pred_opt = make_optimizer(self.predictor, t.lr, t.tau_lr)

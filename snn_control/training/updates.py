@@ -14,6 +14,16 @@ from ..config import TrainConfig
 from ..models import spiking_nets
 
 
+def use_training_path(predictor: nn.Module, policy: nn.Module, t: TrainConfig, compile_steps: bool) -> None:
+    """How the spiking nets step while gradients are recorded: each control step through
+    ``torch.compile`` (``compile_steps``), else layer by layer with fused functions
+    (``t.fused_neurons``), else op by op. Shared by the trainer and the fine-tune."""
+    for net in spiking_nets(predictor) + spiking_nets(policy):
+        net.fused = t.fused_neurons
+        if compile_steps:
+            net.compile_step()
+
+
 def make_optimizer(module: nn.Module, lr: float, tau_lr: float) -> torch.optim.Optimizer:
     """Adam with time constants (``log_tau*``) in their own group."""
     taus, weights = [], []
