@@ -23,6 +23,9 @@ demo: $(STAMP)
 
 bench-quick: $(STAMP)
 	for b in bench/[a-z]*.py; do echo "== $$b"; $(PY) $$b --quick > /dev/null || exit 1; done
+	@# train_step's fixture round trip (how a GPU machine without PyBullet is timed), on the CPU
+	fixture=$$(mktemp -d) && $(PY) bench/train_step.py --quick --write-fixture $$fixture/f.pt > /dev/null && \
+	  $(PY) bench/train_step.py --quick --fixture $$fixture/f.pt --out $$fixture/f.json > /dev/null && rm -r $$fixture
 
 test: $(STAMP)
 	$(PY) -m pytest -q

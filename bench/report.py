@@ -17,7 +17,35 @@ def _load(name: str, quick: bool) -> dict | None:
 
 def _source(r: dict) -> str:
     m = r["machine"]
-    return f"`{r['command']}` on {m['cores']}-core {m['cpu']}, {r['date'][:10]}"
+    gpu = f" and an {r['gpu']}" if r.get("gpu") else ""
+    return f"`{r['command']}` on {m['cores']}-core {m['cpu']}{gpu}, {r['date'][:10]}"
+
+
+def _train_step_table(r: dict, title: str) -> list[str]:
+    paths = [p for p in ("fused", "compiled") if f"predictor_{p}_s" in r]
+    mix = r["iteration_updates"]
+    total = lambda path: sum(n * r[f"{k}_{path}_s"] for k, n in mix.items())  # noqa: E731
+    out = [title, "", "| update | reference s | " + " | ".join(
+        f"{p} s (speedup, max relative gradient difference)" for p in paths) + " |", "|---|---|" + "---|" * len(paths)]
+    for kind in ("predictor", "policy"):
+        out.append(f"| {kind} | {r[f'{kind}_reference_s']:.2f} | " + " | ".join(
+            f"{r[f'{kind}_{p}_s']:.2f} ({r[f'{kind}_{p}_speedup']:.1f}x, {r[f'{kind}_{p}_max_rel_grad_diff']:.0e})"
+            for p in paths) + " |")
+    out.append(f"| one training iteration's updates ({mix['predictor']} predictor + {mix['policy']} policy) | "
+               f"{total('reference'):.1f} | " + " | ".join(
+                   f"{total(p):.1f} ({total('reference') / total(p):.1f}x)" for p in paths) + " |")
+    gpu = r.get("gpu")
+    memory = (f"Peak CUDA memory (one predictor + one policy update): "
+              + ", ".join(f"{p} {r[f'{p}_peak_cuda_mb'] / 1024:.2f} GB" for p in ("reference", *paths))
+              if gpu else "Peak memory (one predictor + one policy update, fresh process): "
+              + ", ".join(f"{p} {r[f'{p}_peak_rss_mb'] / 1024:.2f} GB" for p in ("reference", *paths)))
+    where = f"On {gpu}, the same batch every update (a fixture). " if gpu else ""
+    out += ["", f"{where}Batch {r['batch']}, {r['warmup']} + {r['unroll']} steps, {r['substeps']} substeps, "
+            f"2 x {r['hidden']} ALIF, rank {r['rank']}, {r['threads']} thread(s); each time the median of "
+            f"{r['repeats']} updates. Compiled path ran compiled: {r['compiled']}; its first predictor and policy "
+            f"updates (compiling) took {r.get('first_compiled_updates_incl_compile_s', float('nan')):.0f} s. "
+            f"{memory}.", "", _source(r), ""]
+    return out
 
 
 def tables(quick: bool) -> str:
@@ -49,29 +77,11 @@ def tables(quick: bool) -> str:
                 f"| {r['target']} | {r['threads']} | {r['reference_ms_per_update']:.1f} | "
                 f"{r['fast_ms_per_update']:.1f} | {r['speedup']:.2f}x | {r['actor_grad_max_rel_diff_float64']:.1e} |",
                 "", _source(r), ""]
-    r = _load("train_step", quick)
-    if r:
-        paths = [p for p in ("fused", "compiled") if f"predictor_{p}_s" in r]
-        out += ["### train_step (one update, the trainer's own code)", "",
-                "| update | reference s | " + " | ".join(f"{p} s (speedup, max relative gradient difference)" for p in paths)
-                + " |", "|---|---|" + "---|" * len(paths)]
-        for kind in ("predictor", "policy"):
-            out.append(f"| {kind} | {r[f'{kind}_reference_s']:.2f} | " + " | ".join(
-                f"{r[f'{kind}_{p}_s']:.2f} ({r[f'{kind}_{p}_speedup']:.1f}x, {r[f'{kind}_{p}_max_rel_grad_diff']:.0e})"
-                for p in paths) + " |")
-        mix = r["iteration_updates"]
-        out.append(f"| one training iteration's updates ({mix['predictor']} predictor + {mix['policy']} policy) | "
-                   f"{sum(n * r[f'{k}_reference_s'] for k, n in mix.items()):.1f} | " + " | ".join(
-                       f"{sum(n * r[f'{k}_{p}_s'] for k, n in mix.items()):.1f} "
-                       f"({sum(n * r[f'{k}_reference_s'] for k, n in mix.items()) / sum(n * r[f'{k}_{p}_s'] for k, n in mix.items()):.1f}x)"
-                       for p in paths) + " |")
-        out += ["", f"Batch {r['batch']}, {r['warmup']} + {r['unroll']} steps, {r['substeps']} substeps, "
-                f"2 x {r['hidden']} ALIF, rank {r['rank']}, {r['threads']} thread(s); each time the median of "
-                f"{r['repeats']} updates. Compiled path ran compiled: {r['compiled']}; its first predictor and policy "
-                f"updates (compiling) took {r.get('first_compiled_updates_incl_compile_s', float('nan')):.0f} s. "
-                f"Peak memory (one predictor + one policy update, fresh process): "
-                + ", ".join(f"{p} {r[f'{p}_peak_rss_mb'] / 1024:.2f} GB" for p in ("reference", *paths)) + ".", "",
-                _source(r), ""]
+    for name, title in (("train_step", "### train_step (one update, the trainer's own code)"),
+                        ("train_step_cuda", "### train_step on a GPU (the same updates, `--device cuda`)")):
+        r = _load(name, quick)
+        if r:
+            out += _train_step_table(r, title)
     r = _load("collect", quick)
     if r:
         out += ["### collect (Panda, SNN policy in the loop)", "",

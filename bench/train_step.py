@@ -1,6 +1,8 @@
 """Seconds per predictor update and per policy update: fused vs reference, same gradients.
 
-    python bench/train_step.py [--quick] [--repeats N] [--threads T]
+    python bench/train_step.py [--quick] [--repeats N] [--threads T] [--device cuda]
+    python bench/train_step.py --write-fixture F      # on a machine with PyBullet, then
+    python bench/train_step.py --fixture F --device cuda   # on one without (a GPU machine)
 
 Runs the trainer's own ``predictor_update`` and ``policy_update`` at seed 000's size
 (batch 256, 5 warm-up + 40 unrolled steps, 7 substeps, two 512-neuron ALIF layers, the
@@ -22,6 +24,13 @@ Gradients: from the same parameters, optimizer state and sampled batch, each pat
 gradients (after clipping, as the optimizer sees them) are compared: relative difference
 of each parameter's gradient (norm of difference / norm). Peak memory: each path runs one
 predictor and one policy update in a fresh process; its peak resident set size.
+
+``--device cuda`` times the same updates on a GPU (the fused path there is the fused
+substep of ``spiking.fused``, a step at a time: the numba span runs on the CPU only). The
+nets and one batch of windows for each kind come from a fixture, so every repeat sees
+the same batch: ``--write-fixture F`` writes it after collecting (PyBullet), ``--fixture
+F`` reads it on a machine without PyBullet; without ``--fixture`` it is made in memory.
+Peak memory there is the CUDA allocator's peak during one predictor and one policy update.
 """
 
 from __future__ import annotations
@@ -34,14 +43,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from _common import REPO, emit, parser
+from _common import REPO, RESULTS, emit, parser
 from snn_control import config as C
 from snn_control.models import spiking_nets
-from snn_control.training.trainer import Trainer
+from snn_control.training.updates import make_optimizer, policy_step, predictor_step
 
 PAPER = ["model.hidden=512", "model.layers=2", "model.rank=32", "model.substeps=7", "model.dt=0.002",
          "model.neuron=alif", "model.surrogate=multi_gaussian", "model.slope=16.0", "model.readout_tau_mem=0.01",
@@ -50,7 +61,9 @@ PAPER = ["model.hidden=512", "model.layers=2", "model.rank=32", "model.substeps=
 QUICK = ["model.hidden=64", "model.substeps=2", "train.batch=16", "train.unroll=6"]
 
 
-def make_trainer(quick: bool, threads: int, run_dir: str) -> Trainer:
+def make_trainer(quick: bool, threads: int, run_dir: str):
+    from snn_control.training.trainer import Trainer  # imports PyBullet: not on a --fixture run
+
     cfg = C.load(REPO / "config" / "panda_snn_base.yaml",  # the from-scratch stage
                  PAPER + (QUICK if quick else []) + [f"train.threads={threads}", "train.compile=false"])
     # (the paths are switched by use_path; compile=false here so that nothing compiles unasked)
@@ -60,6 +73,43 @@ def make_trainer(quick: bool, threads: int, run_dir: str) -> Trainer:
     trainer.predictor.calibrate(trainer.replay.obs[:n], trainer.replay.actions[:n], inputs=True)
     trainer.policy.calibrate(trainer.replay.obs[:n], trainer.replay.goals[:n])
     return trainer
+
+
+def fixture_from(trainer) -> dict:
+    """The nets (before any update) and one batch of windows per kind, for :class:`FixtureUpdates`."""
+    t = trainer.config.train
+    as_torch = lambda arrays: [torch.as_tensor(a, dtype=torch.float32) for a in arrays]  # noqa: E731
+    # The config's train and model parts only: its env part's class imports PyBullet.
+    return {"predictor": trainer.predictor, "policy": trainer.policy,
+            "train": trainer.config.train, "model": trainer.config.model,
+                "teacher_forcing": trainer.teacher_forcing(), "effector": trainer.effector,
+                "velocity": trainer.velocity,
+                "predictor_windows": as_torch(trainer.replay.sample(trainer.rng, t.batch, t.warmup + t.unroll)[:2]),
+                "policy_windows": as_torch(trainer.replay.sample(trainer.rng, t.batch, t.warmup))}
+
+
+class FixtureUpdates:
+    """The trainer's predictor and policy updates (the same ``training.updates`` functions)
+    on a fixture's nets and windows, on any device: what this benchmark needs of a Trainer."""
+
+    def __init__(self, fixture: dict, device: str) -> None:
+        self.config = types.SimpleNamespace(train=fixture["train"], model=fixture["model"])
+        t = self.config.train
+        self.predictor, self.policy = fixture["predictor"].to(device), fixture["policy"].to(device)
+        self.pred_opt = make_optimizer(self.predictor, t.lr, t.tau_lr)
+        self.policy_opt = make_optimizer(self.policy, t.lr, t.tau_lr)
+        self.rng = np.random.default_rng(0)  # for snapshot(); the windows are fixed
+        self.fixture = fixture
+        self.pred_windows = [w.to(device) for w in fixture["predictor_windows"]]
+        self.policy_windows = [w.to(device) for w in fixture["policy_windows"]]
+
+    def predictor_update(self) -> float:  # float(loss) waits for the device
+        return predictor_step(self.predictor, self.pred_opt, *self.pred_windows, self.config.train,
+                              self.fixture["teacher_forcing"])
+
+    def policy_update(self) -> dict:
+        return policy_step(self.policy, self.predictor, self.policy_opt, *self.policy_windows, self.config.train,
+                           self.fixture["effector"], self.config.model.learn_tau, self.fixture["velocity"])
 
 
 PATHS = ("reference", "fused", "compiled")
@@ -127,22 +177,71 @@ def _high_water_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
-def memory_child(path: str, quick: bool, threads: int) -> None:
+def make_runner(args, run_dir: str):
+    """A Trainer (collecting with PyBullet), or :class:`FixtureUpdates` on ``args.device``
+    from ``args.fixture`` (or from a Trainer's, made here, when there is none)."""
+    if args.fixture is None and args.device == "cpu":
+        return make_trainer(args.quick, args.threads, run_dir)
+    if args.fixture is not None:
+        fixture = torch.load(args.fixture, weights_only=False)  # our own file: nets and config pickled
+    else:
+        fixture = fixture_from(make_trainer(args.quick, args.threads, run_dir))
+    return FixtureUpdates(fixture, args.device)
+
+
+def memory_child(path: str, args) -> None:
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = make_trainer(quick, threads, run_dir)
-        use_path(trainer, path)
+        runner = make_runner(args, run_dir)
+        use_path(runner, path)
         base = _high_water_mb()
-        trainer.predictor_update()
-        trainer.policy_update()
+        runner.predictor_update()
+        runner.policy_update()
         peak = _high_water_mb()
     print(json.dumps({"peak_rss_mb": peak, "before_updates_rss_mb": base}))
+
+
+def cuda_peak_memory(runner: FixtureUpdates, path: str) -> float:
+    """Peak CUDA allocation (MB) during one predictor and one policy update on ``path``."""
+    snap = snapshot(runner)
+    use_path(runner, path)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    runner.predictor_update()
+    runner.policy_update()
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    restore(runner, snap)
+    return peak
 
 
 def peak_memory(path: str, args) -> dict:
     cmd = [sys.executable, __file__, "--memory-child", path, "--threads", str(args.threads)]
     cmd += ["--quick"] if args.quick else []
+    cmd += ["--fixture", str(args.fixture)] if args.fixture else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def measure(runner, paths: list[str], repeats: int) -> dict:
+    """Compile (untimed), compare gradients, then time each kind and path, alternating."""
+    first = {}
+    for path in paths:  # the first updates of each path compile what they use (not timed)
+        use_path(runner, path)
+        t0 = time.perf_counter()
+        runner.predictor_update(), runner.policy_update()
+        first[path] = time.perf_counter() - t0
+    grads = compare_gradients(runner, paths)
+    times = {(kind, path): [] for kind in ("predictor", "policy") for path in ("reference", *paths)}
+    for _ in range(repeats):
+        for kind in ("predictor", "policy"):
+            update = runner.predictor_update if kind == "predictor" else runner.policy_update
+            for path in ("reference", *paths):
+                use_path(runner, path)
+                t0 = time.perf_counter()
+                update()  # ends by reading the loss: a GPU's queue has run
+                times[(kind, path)].append(time.perf_counter() - t0)
+    compiled = "compiled" in paths and compiled_ran(runner)
+    use_path(runner, "reference")
+    return {"first": first, "grads": grads, "times": times, "compiled": compiled}
 
 
 def main() -> None:
@@ -150,42 +249,35 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed updates per kind and path (default 5; quick 1)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-compile", action="store_true", help="leave out the compiled path")
+    p.add_argument("--device", default="cpu", help="torch device of the updates, e.g. cuda (default cpu)")
+    p.add_argument("--fixture", type=Path, default=None, help="nets and windows from --write-fixture (no PyBullet needed)")
+    p.add_argument("--write-fixture", type=Path, default=None, help="collect, write the fixture there, and stop")
     p.add_argument("--memory-child", choices=PATHS, help=argparse.SUPPRESS)
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     if args.memory_child:
-        memory_child(args.memory_child, args.quick, args.threads)
+        memory_child(args.memory_child, args)
         return
     paths = ["fused"] if args.no_compile or args.quick else ["fused", "compiled"]  # quick: seconds, no compiling
     repeats = args.repeats or (1 if args.quick else 5)
-    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = make_trainer(args.quick, args.threads, run_dir)
-        first = {}
-        for path in paths:  # the first updates of each path compile what they use (not timed)
-            use_path(trainer, path)
-            t0 = time.perf_counter()
-            trainer.predictor_update(), trainer.policy_update()
-            first[path] = time.perf_counter() - t0
-        grads = compare_gradients(trainer, paths)
-        times = {(kind, path): [] for kind in ("predictor", "policy") for path in ("reference", *paths)}
-        for _ in range(repeats):
-            for kind in ("predictor", "policy"):
-                update = trainer.predictor_update if kind == "predictor" else trainer.policy_update
-                for path in ("reference", *paths):
-                    use_path(trainer, path)
-                    t0 = time.perf_counter()
-                    update()
-                    times[(kind, path)].append(time.perf_counter() - t0)
-        compiled = "compiled" in paths and compiled_ran(trainer)
-        use_path(trainer, "reference")
-        cfg = trainer.config
+        if args.write_fixture:
+            torch.save(fixture_from(make_trainer(args.quick, args.threads, run_dir)), args.write_fixture)
+            print(json.dumps({"fixture": str(args.write_fixture)}))
+            return
+        runner = make_runner(args, run_dir)
+        measured = measure(runner, paths, repeats)
+    cfg, times, grads = runner.config, measured["times"], measured["grads"]
     fast = paths[-1]
-    result = {"threads": args.threads, "compiled": compiled, "fast_path": fast,
+    result = {"device": args.device, "fixture": args.fixture is not None or args.device != "cpu",
+              "threads": args.threads, "compiled": measured["compiled"], "fast_path": fast,
               "repeats": repeats, "batch": cfg.train.batch, "warmup": cfg.train.warmup,
               "unroll": cfg.train.unroll, "substeps": cfg.model.substeps, "hidden": cfg.model.hidden,
               "rank": cfg.model.rank}
+    if args.device.startswith("cuda"):
+        result["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
     for path in paths:
-        result[f"first_{path}_updates_incl_compile_s"] = first[path]
+        result[f"first_{path}_updates_incl_compile_s"] = measured["first"][path]
     for (kind, path), values in times.items():
         result[f"{kind}_{path}_s"] = float(np.median(values))
         result[f"{kind}_{path}_all_s"] = values
@@ -201,9 +293,16 @@ def main() -> None:
                                    / sum(n * result[f"{k}_fast_s"] for k, n in mix.items()))
     result.update(grads)
     for path in ("reference", *paths):
-        result[f"{path}_peak_rss_mb"] = peak_memory(path, args)["peak_rss_mb"]
-    result["fast_peak_rss_mb"] = result[f"{fast}_peak_rss_mb"]
-    emit("train_step", result, args.quick, args.out)
+        if args.device.startswith("cuda"):
+            result[f"{path}_peak_cuda_mb"] = cuda_peak_memory(runner, path)
+        else:
+            result[f"{path}_peak_rss_mb"] = peak_memory(path, args)["peak_rss_mb"]
+    memory = "peak_cuda_mb" if args.device.startswith("cuda") else "peak_rss_mb"
+    result[f"fast_{memory}"] = result[f"{fast}_{memory}"]
+    out = args.out
+    if out is None and args.device != "cpu":  # kept beside the CPU figures, not over them
+        out = RESULTS / f"train_step_{args.device.split(':')[0]}{'.quick' if args.quick else ''}.json"
+    emit("train_step", result, args.quick, out)
 
 
 if __name__ == "__main__":
