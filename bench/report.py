@@ -35,8 +35,11 @@ def _train_step_table(r: dict, title: str) -> list[str]:
                f"{total('reference'):.1f} | " + " | ".join(
                    f"{total(p):.1f} ({total('reference') / total(p):.1f}x)" for p in paths) + " |")
     gpu = r.get("gpu")
-    memory = (f"Peak CUDA memory (one predictor + one policy update): "
+    memory = (f"Peak CUDA memory allocated during one predictor + one policy update: "
               + ", ".join(f"{p} {r[f'{p}_peak_cuda_mb'] / 1024:.2f} GB" for p in ("reference", *paths))
+              + (f"; the most the CUDA allocator held over the whole run (every path, CUDA graphs' pools "
+                 f"included): {r['max_reserved_cuda_mb'] / 1024:.2f} GB"
+                 if "max_reserved_cuda_mb" in r else "")
               if gpu else "Peak memory (one predictor + one policy update, fresh process): "
               + ", ".join(f"{p} {r[f'{p}_peak_rss_mb'] / 1024:.2f} GB" for p in ("reference", *paths)))
     where = f"On {gpu}, the same batch every update (a fixture). " if gpu else ""
@@ -78,7 +81,9 @@ def tables(quick: bool) -> str:
                 f"{r['fast_ms_per_update']:.1f} | {r['speedup']:.2f}x | {r['actor_grad_max_rel_diff_float64']:.1e} |",
                 "", _source(r), ""]
     for name, title in (("train_step", "### train_step (one update, the trainer's own code)"),
-                        ("train_step_cuda", "### train_step on a GPU (the same updates, `--device cuda`)")):
+                        ("train_step_cuda", "### train_step on a GPU (the same updates, `--device cuda`)"),
+                        ("train_step_cuda_reduce_overhead", "### train_step on a GPU with CUDA graphs "
+                         "(`--device cuda --compile-mode reduce-overhead`)")):
         r = _load(name, quick)
         if r:
             out += _train_step_table(r, title)

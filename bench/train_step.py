@@ -1,6 +1,7 @@
 """Seconds per predictor update and per policy update: fused vs reference, same gradients.
 
     python bench/train_step.py [--quick] [--repeats N] [--threads T] [--device cuda]
+                               [--compile-mode reduce-overhead]   # CUDA graphs on a GPU
     python bench/train_step.py --write-fixture F      # on a machine with PyBullet, then
     python bench/train_step.py --fixture F --device cuda   # on one without (a GPU machine)
 
@@ -113,12 +114,13 @@ class FixtureUpdates:
 
 
 PATHS = ("reference", "fused", "compiled")
+COMPILE_MODE = None  # --compile-mode
 
 
 def use_path(trainer: Trainer, path: str) -> None:
     for net in spiking_nets(trainer.predictor) + spiking_nets(trainer.policy):
         if path == "compiled" and not hasattr(net, "compiled_for_bench"):
-            net.compile_step()
+            net.compile_step(COMPILE_MODE)
             net.compiled_for_bench = net.compiled  # kept across switches: one compile per net
         net.fused = path == "fused"
         net.compiled = getattr(net, "compiled_for_bench", None) if path == "compiled" else None
@@ -253,7 +255,10 @@ def main() -> None:
     p.add_argument("--fixture", type=Path, default=None, help="nets and windows from --write-fixture (no PyBullet needed)")
     p.add_argument("--write-fixture", type=Path, default=None, help="collect, write the fixture there, and stop")
     p.add_argument("--memory-child", choices=PATHS, help=argparse.SUPPRESS)
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode of the compiled path (e.g. reduce-overhead)")
     args = p.parse_args()
+    global COMPILE_MODE
+    COMPILE_MODE = args.compile_mode
     torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args.memory_child, args)
@@ -269,7 +274,7 @@ def main() -> None:
         measured = measure(runner, paths, repeats)
     cfg, times, grads = runner.config, measured["times"], measured["grads"]
     fast = paths[-1]
-    result = {"device": args.device, "fixture": args.fixture is not None or args.device != "cpu",
+    result = {"device": args.device, "compile_mode": args.compile_mode, "fixture": args.fixture is not None or args.device != "cpu",
               "threads": args.threads, "compiled": measured["compiled"], "fast_path": fast,
               "repeats": repeats, "batch": cfg.train.batch, "warmup": cfg.train.warmup,
               "unroll": cfg.train.unroll, "substeps": cfg.model.substeps, "hidden": cfg.model.hidden,
@@ -297,11 +302,15 @@ def main() -> None:
             result[f"{path}_peak_cuda_mb"] = cuda_peak_memory(runner, path)
         else:
             result[f"{path}_peak_rss_mb"] = peak_memory(path, args)["peak_rss_mb"]
+    if args.device.startswith("cuda"):  # CUDA graphs keep their memory in pools made while recording,
+        # before the per-path peaks above were reset: this counts them (all paths, whole run)
+        result["max_reserved_cuda_mb"] = torch.cuda.max_memory_reserved() / 2**20
     memory = "peak_cuda_mb" if args.device.startswith("cuda") else "peak_rss_mb"
     result[f"fast_{memory}"] = result[f"{fast}_{memory}"]
     out = args.out
     if out is None and args.device != "cpu":  # kept beside the CPU figures, not over them
-        out = RESULTS / f"train_step_{args.device.split(':')[0]}{'.quick' if args.quick else ''}.json"
+        mode = f"_{args.compile_mode.replace('-', '_')}" if args.compile_mode else ""
+        out = RESULTS / f"train_step_{args.device.split(':')[0]}{mode}{'.quick' if args.quick else ''}.json"
     emit("train_step", result, args.quick, out)
 
 

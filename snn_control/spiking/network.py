@@ -136,17 +136,18 @@ class SpikingNet(nn.Module):
         self.spike_counts = [0.0] * len(self.layers)
         self.counted_substeps = 0
 
-    def compile_step(self) -> None:
+    def compile_step(self, mode: str | None = None) -> None:
         """Run the control step through ``torch.compile`` while gradients are recorded: the
         op-by-op step below, traced once, its forward and backward each fused into a few
         loops (AOTAutograd + inductor). Per control step that is one call instead of about
         a hundred small ops each way, which is what a small batch spends its time on. Every
         net and every pattern of which inputs need gradients is its own compiled graph
         (about eight in a policy update), hence the higher recompile limit. Without a C++
-        compiler the first call fails; the net then falls back to ``fused`` with a warning."""
+        compiler the first call fails; the net then falls back to ``fused`` with a warning.
+        ``mode``: torch.compile's (e.g. ``reduce-overhead``: CUDA graphs on a GPU)."""
         limits = torch._dynamo.config
         limits.recompile_limit = max(limits.recompile_limit, 64)
-        self.compiled = torch.compile(self._step_by_substep, dynamic=False)
+        self.compiled = torch.compile(self._step_by_substep, dynamic=False, mode=mode)
 
     def step(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
         """One control step: ``x`` ``(B, in)`` -> readout potential ``(B, out)``, new state."""
