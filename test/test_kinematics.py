@@ -84,7 +84,7 @@ def test_fast_predictor_matches_module_with_the_prior(layout):
             action = rng.uniform(-1, 1, 6)
             fast_next = fast.predict(obs, action)
             ref_next, state = reference.step(torch.as_tensor(obs)[None], torch.as_tensor(action)[None], state)
-            np.testing.assert_allclose(fast_next, ref_next[0].numpy(), atol=1e-9, rtol=0)
+            np.testing.assert_allclose(fast_next, ref_next[0].numpy(), atol=1e-12, rtol=0)
             obs = fast_next
 
 

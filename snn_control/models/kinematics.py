@@ -226,14 +226,18 @@ class KinematicPrior(nn.Module):
         lower = np.asarray(layout["position_lower"], dtype=np.float64)
         upper = np.asarray(layout["position_upper"], dtype=np.float64)
         self._lower, self._half_range = lower, 0.5 * (upper - lower)
-        self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float32), persistent=False)
-        self.register_buffer("half_range", torch.as_tensor(self._half_range, dtype=torch.float32), persistent=False)
+        # Kept in float64 and cast to the input's dtype when used: a float64 copy of the model
+        # then scales with the exact limits, as the batch-1 numpy path does (stored in float32,
+        # the limits' rounding moved a float64 prediction by 1e-10); float32 training sees the same
+        # rounded values as before.
+        self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float64), persistent=False)
+        self.register_buffer("half_range", torch.as_tensor(self._half_range, dtype=torch.float64), persistent=False)
         self._gain_numpy: np.ndarray | None = None  # the batch-1 path's copy of the gain
         self.register_buffer("gain", torch.zeros(n))  # per joint, fitted by calibrate()
 
     def radians(self, q_scaled):
         if isinstance(q_scaled, torch.Tensor):
-            return self.lower + (q_scaled + 1.0) * self.half_range
+            return self.lower.to(q_scaled.dtype) + (q_scaled + 1.0) * self.half_range.to(q_scaled.dtype)
         return self._lower + (q_scaled + 1.0) * self._half_range
 
     def next_obs(self, obs, change):
