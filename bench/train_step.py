@@ -46,6 +46,7 @@ import tempfile
 import time
 import types
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -54,6 +55,9 @@ from _common import REPO, RESULTS, emit, parser
 from snn_control import config as C
 from snn_control.models import spiking_nets
 from snn_control.training.updates import make_optimizer, policy_step, predictor_step
+
+if TYPE_CHECKING:
+    from snn_control.training.trainer import Trainer
 
 PAPER = ["model.hidden=512", "model.layers=2", "model.rank=32", "model.substeps=7", "model.dt=0.002",
          "model.neuron=alif", "model.surrogate=multi_gaussian", "model.slope=16.0", "model.readout_tau_mem=0.01",
@@ -83,10 +87,10 @@ def fixture_from(trainer) -> dict:
     # The config's train and model parts only: its env part's class imports PyBullet.
     return {"predictor": trainer.predictor, "policy": trainer.policy,
             "train": trainer.config.train, "model": trainer.config.model,
-                "teacher_forcing": trainer.teacher_forcing(), "effector": trainer.effector,
-                "velocity": trainer.velocity,
-                "predictor_windows": as_torch(trainer.replay.sample(trainer.rng, t.batch, t.warmup + t.unroll)[:2]),
-                "policy_windows": as_torch(trainer.replay.sample(trainer.rng, t.batch, t.warmup))}
+            "teacher_forcing": trainer.teacher_forcing(), "effector": trainer.effector,
+            "velocity": trainer.velocity,
+            "predictor_windows": as_torch(trainer.replay.sample(trainer.rng, t.batch, t.warmup + t.unroll)[:2]),
+            "policy_windows": as_torch(trainer.replay.sample(trainer.rng, t.batch, t.warmup))}
 
 
 class FixtureUpdates:
@@ -114,10 +118,10 @@ class FixtureUpdates:
 
 
 PATHS = ("reference", "fused", "compiled")
-COMPILE_MODE = None  # --compile-mode
+COMPILE_MODE = None  # torch.compile's mode for the compiled path, from --compile-mode
 
 
-def use_path(trainer: Trainer, path: str) -> None:
+def use_path(trainer: "Trainer | FixtureUpdates", path: str) -> None:
     for net in spiking_nets(trainer.predictor) + spiking_nets(trainer.policy):
         if path == "compiled" and not hasattr(net, "compiled_for_bench"):
             net.compile_step(COMPILE_MODE)
@@ -126,18 +130,18 @@ def use_path(trainer: Trainer, path: str) -> None:
         net.compiled = getattr(net, "compiled_for_bench", None) if path == "compiled" else None
 
 
-def compiled_ran(trainer: Trainer) -> bool:
+def compiled_ran(trainer: "Trainer | FixtureUpdates") -> bool:
     """Whether every net still has its compiled step (a failed compile falls back to fused)."""
     return all(net.compiled is not None for net in spiking_nets(trainer.predictor) + spiking_nets(trainer.policy))
 
 
-def snapshot(trainer: Trainer):
+def snapshot(trainer: "Trainer | FixtureUpdates"):
     return (copy.deepcopy(trainer.predictor.state_dict()), copy.deepcopy(trainer.policy.state_dict()),
             copy.deepcopy(trainer.pred_opt.state_dict()), copy.deepcopy(trainer.policy_opt.state_dict()),
             json.dumps(trainer.rng.bit_generator.state), torch.get_rng_state())
 
 
-def restore(trainer: Trainer, snap) -> None:
+def restore(trainer: "Trainer | FixtureUpdates", snap) -> None:
     trainer.predictor.load_state_dict(snap[0])
     trainer.policy.load_state_dict(snap[1])
     trainer.pred_opt.load_state_dict(snap[2])
@@ -150,7 +154,7 @@ def gradients(module) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
-def compare_gradients(trainer: Trainer, paths: list[str]) -> dict:
+def compare_gradients(trainer: "Trainer | FixtureUpdates", paths: list[str]) -> dict:
     out = {}
     for name, update, module in (("predictor", trainer.predictor_update, trainer.predictor),
                                  ("policy", trainer.policy_update, trainer.policy)):
@@ -257,6 +261,8 @@ def main() -> None:
     p.add_argument("--memory-child", choices=PATHS, help=argparse.SUPPRESS)
     p.add_argument("--compile-mode", default=None, help="torch.compile mode of the compiled path (e.g. reduce-overhead)")
     args = p.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: this torch sees no CUDA device")
     global COMPILE_MODE
     COMPILE_MODE = args.compile_mode
     torch.set_num_threads(args.threads)
