@@ -307,26 +307,36 @@ class TestRunningSystem:
     def test_trainer_finetunes_from_recorded_bags_and_controller_hot_swaps(self, ros, system, tmp_path):
         """Record, let the trainer fine-tune (few updates: this tests the path, the gates'
         verdicts are test_finetune's), then the controller swaps to the new version."""
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import String
 
-        bags, versions = tmp_path / "bags", tmp_path / "versions"
-        recorder = start("recorder", f"directory:={bags}", "split_s:=3.0")
+        recorded, bags, versions = tmp_path / "recorded", tmp_path / "bags", tmp_path / "versions"
+        recorder = start("recorder", f"directory:={recorded}", "split_s:=3.0")
         assert wait_for_output(recorder, "recording", 60), "".join(recorder.lines)
         ros.spin(1.0)
         for goal in GOALS:
             ros.send_pose(goal)
             ros.spin(4.0)
         stop(recorder)
-        (bags / "foreign_bag").mkdir()  # not a bag at all: skipped with a message
-        (bags / "foreign_bag" / "metadata.yaml").write_text("not: a rosbag2 metadata file\n")
+        (recorded / "foreign_bag").mkdir()  # not a bag at all: skipped with a message
+        (recorded / "foreign_bag" / "metadata.yaml").write_text("not: a rosbag2 metadata file\n")
         progress = []
-        ros.create_subscription(String, "/trainer/progress", lambda m: progress.append(json.loads(m.data)), 100)
+        latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)  # the trainer's latched report too
+        ros.create_subscription(String, "/trainer/progress", lambda m: progress.append(json.loads(m.data)), latched)
         swaps = int(ros.diag.get("swaps", "0"))
+        bags.mkdir()
         trainer = start("trainer", f"bag_dir:={bags}", f"output_dir:={versions}", "watch_period_s:=1.0",
                         "window:=20", "min_windows:=4", "predictor_updates:=10", "policy_updates:=2",
                         "batch:=8", "check_every:=5", "validation_episodes:=2", "compile:=false",
                         "sim_tolerance:=100.0", "heldout_tolerance:=100.0")
         try:
+            # The bags arrive (as a recorder's closed bags do) once the trainer's first report
+            # has reached this process: a report published before the two have discovered each
+            # other would be lost, as the round's "reading" once was on a busy machine.
+            assert ros.spin(60, until=lambda: progress), "".join(trainer.lines)
+            for bag in sorted(recorded.iterdir()):
+                bag.rename(bags / bag.name)
             first = len(ros.commands)
             ticks_before, clock_before = int(float(ros.diag["ticks"])), time.monotonic()
             reports_before = len(ros.diag_history)
