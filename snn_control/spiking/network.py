@@ -14,7 +14,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
-from .neurons import LeakyReadout, NeuronState, ReadoutState, SpikingLayer
+from .neurons import Decays, LeakyReadout, NeuronState, ReadoutState, SpikingLayer
 from .surrogate import Surrogate
 
 log = logging.getLogger(__name__)
@@ -152,8 +152,8 @@ class SpikingNet(nn.Module):
     def step(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
         """One control step: ``x`` ``(B, in)`` -> readout potential ``(B, out)``, new state."""
         if torch.is_grad_enabled() and self.compiled is not None:
-            try:
-                return self.compiled(x, state)
+            try:  # decays computed here, eagerly: inductor's exp rounds differently in the last bit
+                return self.compiled(x, state, self._decays())
             except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so
                 log.warning("torch.compile of the spiking step failed (%s); using the fused step instead",
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -162,10 +162,18 @@ class SpikingNet(nn.Module):
             return self._step_layer_by_layer(x, state)
         return self._step_by_substep(x, state)
 
-    def _step_by_substep(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
-        """:meth:`step` as the equations read: every layer, substep by substep (the reference)."""
-        decays = [layer.decays() for layer in self.layers]
-        readout_decays = self.readout.decays()
+    def _decays(self) -> tuple[list[Decays], tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's decay factors and the readout's, for one control step."""
+        return [layer.decays() for layer in self.layers], self.readout.decays()
+
+    def _step_by_substep(self, x: torch.Tensor, state: SpikingNetState,
+                         decays: tuple[list[Decays], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                         ) -> tuple[torch.Tensor, SpikingNetState]:
+        """:meth:`step` as the equations read: every layer, substep by substep (the reference).
+        ``decays`` (from :meth:`_decays`) are computed here when not given; the compiled step
+        gets them from outside its graph, so that they, and with them every spike, are
+        bitwise the reference's."""
+        decays, readout_decays = self._decays() if decays is None else decays
         held_drive = self.layers[0].input(x * self.input_gain)
         layer_states = list(state.layers)
         readout = state.readout
