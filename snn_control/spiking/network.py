@@ -152,8 +152,13 @@ class SpikingNet(nn.Module):
     def step(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
         """One control step: ``x`` ``(B, in)`` -> readout potential ``(B, out)``, new state."""
         if torch.is_grad_enabled() and self.compiled is not None:
-            try:  # decays computed here, eagerly: inductor's exp rounds differently in the last bit
-                return self.compiled(x, state, self._decays())
+            # On the CPU the decays come from here, eagerly: inductor's exp rounds differently
+            # in the last bit, and with that the compiled step would not be bitwise the
+            # reference's. On a GPU its kernels' arithmetic differs anyway, and the eager
+            # decays would add some 30 kernel launches per control step: computed inside.
+            decays = self._decays() if x.device.type == "cpu" else None
+            try:
+                return self.compiled(x, state, decays)
             except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so
                 log.warning("torch.compile of the spiking step failed (%s); using the fused step instead",
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -171,8 +176,8 @@ class SpikingNet(nn.Module):
                          ) -> tuple[torch.Tensor, SpikingNetState]:
         """:meth:`step` as the equations read: every layer, substep by substep (the reference).
         ``decays`` (from :meth:`_decays`) are computed here when not given; the compiled step
-        gets them from outside its graph, so that they, and with them every spike, are
-        bitwise the reference's."""
+        on the CPU gets them from outside its graph, so that they, and with them every
+        spike, are bitwise the reference's."""
         decays, readout_decays = self._decays() if decays is None else decays
         held_drive = self.layers[0].input(x * self.input_gain)
         layer_states = list(state.layers)
