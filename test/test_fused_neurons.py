@@ -7,6 +7,7 @@ whole control step compiled by torch.compile: the same; and in float32 its forwa
 bitwise the reference's (the decay factors come from outside the compiled graph).
 """
 
+import contextlib
 import copy
 
 import pytest
@@ -14,15 +15,25 @@ import torch
 
 from snn_control.config import ModelConfig
 from snn_control.models import build_networks, spiking_nets
+from snn_control.training.updates import decays_held
 
 
-def _grads(model, obs, actions, goals, use_fused):
+def _grads(model, obs, actions, goals, use_fused, held=False):
     """Loss and parameter gradients over a short sequence: the predictor's next-state error
-    after two warm-up steps, or (``goals`` given) the policy's squared action error."""
+    after two warm-up steps, or (``goals`` given) the policy's squared action error.
+    ``held``: with the decay factors computed once for the sequence, as the trainer does."""
     for net in spiking_nets(model):
         net.fused = use_fused
     state = model.initial_state(obs.shape[1], obs)
     loss = obs.new_zeros(())
+    with decays_held(model) if held else contextlib.nullcontext():
+        loss = _sequence_loss(model, obs, actions, goals, state, loss)
+    model.zero_grad()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _sequence_loss(model, obs, actions, goals, state, loss):
     for k in range(actions.shape[0]):
         if goals is None:
             predicted, state = model.step(obs[k], actions[k], state)
@@ -32,12 +43,10 @@ def _grads(model, obs, actions, goals, use_fused):
             error = action - actions[k]
         if error is not None:
             loss = loss + (error**2).mean()
-    model.zero_grad()
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss
 
 
-def _check(neuron, surrogate, net="predictor", whole_step=False):
+def _check(neuron, surrogate, net="predictor", whole_step=False, held=False):
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=48, rank=8, substeps=3, neuron=neuron, surrogate=surrogate, slope=8.0)
     predictor, policy = build_networks(cfg, 9, 6, 3)
@@ -51,7 +60,7 @@ def _check(neuron, surrogate, net="predictor", whole_step=False):
     fast = copy.deepcopy(model)
     for n in spiking_nets(fast) if whole_step else []:
         n.compile_step()
-    loss_fused, g_fused = _grads(fast, obs, actions, goals, not whole_step)
+    loss_fused, g_fused = _grads(fast, obs, actions, goals, not whole_step, held)
     assert loss_ref == loss_fused
     assert set(g_ref) == set(g_fused) and any("log_tau" in n for n in g_ref)
     for name in g_ref:
@@ -114,11 +123,12 @@ def test_span_from_a_state_matches_stepping(xi, kind, held):
         assert float((g - r).norm() / r.norm().clamp(min=1e-30)) < 1e-12
 
 
-@pytest.mark.parametrize("net", ["predictor", "policy"])
-def test_compiled_control_step_matches_reference(net, caplog):
+@pytest.mark.parametrize("net,held", [("predictor", False), ("policy", False), ("predictor", True), ("policy", True)])
+def test_compiled_control_step_matches_reference(net, held, caplog):
     """The trainer's default: the whole control step through torch.compile (the fallback
-    to the fused path without a compiler would pass too, so it must not have happened)."""
-    _check("alif", "multi_gaussian", net=net, whole_step=True)
+    to the fused path without a compiler would pass too, so it must not have happened);
+    ``held``: with the decay factors computed once for the sequence, as in an update."""
+    _check("alif", "multi_gaussian", net=net, whole_step=True, held=held)
     assert "torch.compile of the spiking step failed" not in caplog.text
 
 
@@ -141,16 +151,18 @@ def test_compiled_step_is_bitwise_the_reference_in_float32():
     x = torch.randn(20, 32, 15)
     ref, fast = copy.deepcopy(net), copy.deepcopy(net)
     fast.compile_step()
-    s_ref, s_fast = ref.initial_state(32, x), fast.initial_state(32, x)
-    spikes = 0.0
-    for k in range(20):
-        y_ref, s_ref = ref.step(x[k], s_ref)
-        y_fast, s_fast = fast.step(x[k], s_fast)
-        assert torch.equal(y_ref, y_fast), f"step {k}"
-        for a, b in zip(s_ref.layers, s_fast.layers):
-            assert all(torch.equal(u, v) for u, v in zip(a, b)), f"step {k}"
-            spikes += float(a.spikes.sum())
-    assert fast.compiled is not None and spikes > 100
+    for held in (False, True):  # decays per control step, or once for the sequence
+        s_ref, s_fast = ref.initial_state(32, x), fast.initial_state(32, x)
+        spikes = 0.0
+        with fast.decays_held() if held else contextlib.nullcontext():
+            for k in range(20):
+                y_ref, s_ref = ref.step(x[k], s_ref)
+                y_fast, s_fast = fast.step(x[k], s_fast)
+                assert torch.equal(y_ref, y_fast), f"step {k}, held {held}"
+                for a, b in zip(s_ref.layers, s_fast.layers):
+                    assert all(torch.equal(u, v) for u, v in zip(a, b)), f"step {k}, held {held}"
+                    spikes += float(a.spikes.sum())
+        assert fast.compiled is not None and spikes > 100
 
 
 def test_fused_path_is_skipped_without_gradients():

@@ -7,6 +7,8 @@ windows: ``obs (L+1, B, O)``, ``actions (L, B, A)``, ``goals (B, G)`` as float32
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -22,6 +24,17 @@ def use_training_path(predictor: nn.Module, policy: nn.Module, t: TrainConfig, c
         net.fused = t.fused_neurons
         if compile_steps:
             net.compile_step()
+
+
+@contextlib.contextmanager
+def decays_held(*modules: nn.Module):
+    """Every spiking net in ``modules`` computes its decay factors once for the forward pass
+    within (:meth:`.SpikingNet.decays_held`); the same values and, up to rounding, gradients."""
+    with contextlib.ExitStack() as stack:
+        for module in modules:
+            for net in spiking_nets(module):
+                stack.enter_context(net.decays_held())
+        yield
 
 
 def make_optimizer(module: nn.Module, lr: float, tau_lr: float) -> torch.optim.Optimizer:
@@ -63,7 +76,8 @@ def predictor_step(predictor, optimizer, obs, actions, t: TrainConfig, teacher_f
     nets = spiking_nets(predictor) if t.activity_bounds else []
     for net in nets:
         net.start_activity()
-    loss = predictor_loss(predictor, obs, actions, t, teacher_forcing) + t.weight_l2 * weight_l2(predictor)
+    with decays_held(predictor):
+        loss = predictor_loss(predictor, obs, actions, t, teacher_forcing) + t.weight_l2 * weight_l2(predictor)
     for net in nets:
         loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
     optimizer.zero_grad(set_to_none=True)
@@ -147,12 +161,13 @@ def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfi
     """One policy update by back-propagation through the frozen predictor."""
     predictor.requires_grad_(False)
     try:
-        distance, penalty = imagined_distance(policy, predictor, obs, actions, goals, t, effector)
-        loss = (distance + penalty) / t.unroll + t.weight_l2 * weight_l2(policy)
-        if t.hold_still:
-            if not velocity:  # without them "at rest" would be the last state, moving: a penalty on reaching
-                raise ValueError("train.hold_still needs the joint velocities' positions in the observation")
-            loss = loss + t.hold_still * still_action_power(policy, obs, effector, velocity)
+        with decays_held(policy, predictor):
+            distance, penalty = imagined_distance(policy, predictor, obs, actions, goals, t, effector)
+            loss = (distance + penalty) / t.unroll + t.weight_l2 * weight_l2(policy)
+            if t.hold_still:
+                if not velocity:  # without them "at rest" would be the last state, moving: a penalty on reaching
+                    raise ValueError("train.hold_still needs the joint velocities' positions in the observation")
+                loss = loss + t.hold_still * still_action_power(policy, obs, effector, velocity)
         for net in spiking_nets(policy) if t.activity_bounds else []:
             loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
         optimizer.zero_grad(set_to_none=True)
