@@ -80,6 +80,12 @@ def test_fused_policy_matches_reference_values_and_gradients(neuron, surrogate):
     _check(neuron, surrogate, net="policy")
 
 
+@pytest.mark.parametrize("net", ["predictor", "policy"])
+def test_fused_path_with_held_decays_matches_reference(net):
+    """As in an update: the decay factors computed once for the whole sequence."""
+    _check("alif", "multi_gaussian", net=net, held=True)
+
+
 @pytest.mark.parametrize("xi,kind,held", [(0.5, "multi_gaussian", True), (0.5, "fast_sigmoid", False),
                                           (0.0, "rectangular", True)])
 def test_span_from_a_state_matches_stepping(xi, kind, held):

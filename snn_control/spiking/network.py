@@ -153,8 +153,8 @@ class SpikingNet(nn.Module):
 
     @contextlib.contextmanager
     def decays_held(self) -> Iterator[None]:
-        """Within, the compiled step uses decay factors computed once, on entry, instead of
-        once per control step: one small autograd node per update rather than some twenty
+        """Within, the training step (compiled or fused) uses decay factors computed once, on
+        entry, instead of once per control step: one small autograd node per update rather than some twenty
         ops per control step (15-20 % of an update at the shipped config). For one forward
         pass of the parameters as they are (an update's unroll), not across an optimizer step."""
         self._held_decays = self._decays()
@@ -165,20 +165,20 @@ class SpikingNet(nn.Module):
 
     def step(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
         """One control step: ``x`` ``(B, in)`` -> readout potential ``(B, out)``, new state."""
-        if torch.is_grad_enabled() and self.compiled is not None:
-            # The decays come from outside the graph, computed eagerly: inductor's exp rounds
-            # differently from ATen's in the last bit, and with that the compiled step would
-            # not be bitwise the reference's (nor its spikes).
-            decays = self._held_decays if self._held_decays is not None else self._decays()
+        if not torch.is_grad_enabled() or (self.compiled is None and not self.fused):
+            return self._step_by_substep(x, state)
+        # The training paths take the decays from here (held for an update, or computed now),
+        # and the compiled step from outside its graph: inductor's exp rounds differently
+        # from ATen's in the last bit, and with that it would not be bitwise the reference's.
+        decays = self._held_decays if self._held_decays is not None else self._decays()
+        if self.compiled is not None:
             try:
                 return self.compiled(x, state, decays)
             except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so
                 log.warning("torch.compile of the spiking step failed (%s); using the fused step instead",
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 self.compiled, self.fused = None, True
-        if self.fused and torch.is_grad_enabled():
-            return self._step_layer_by_layer(x, state)
-        return self._step_by_substep(x, state)
+        return self._step_layer_by_layer(x, state, decays)
 
     def _decays(self) -> tuple[list[Decays], tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's decay factors and the readout's, for one control step."""
@@ -212,25 +212,28 @@ class SpikingNet(nn.Module):
             self.activity_substeps += self.substeps
         return readout.output, SpikingNetState(tuple(layer_states), readout)
 
-    def _step_layer_by_layer(self, x: torch.Tensor, state: SpikingNetState) -> tuple[torch.Tensor, SpikingNetState]:
+    def _step_layer_by_layer(self, x: torch.Tensor, state: SpikingNetState,
+                             decays: tuple[list[Decays], tuple[torch.Tensor, torch.Tensor]],
+                             ) -> tuple[torch.Tensor, SpikingNetState]:
         """:meth:`step` for training (``fused``): each layer runs all its substeps before the
         next layer starts. Spikes only pass forward within a control step, so this is the
         same computation in another order; a layer without recurrence runs as one fused
         span (:meth:`.SpikingLayer.span`), and the next layer's input and the readout's are
         one matrix product over all substeps instead of one per substep."""
+        layer_decays, readout_decays = decays
         drive = self.layers[0].input(x * self.input_gain)  # held for all substeps
         layer_states = []
         for i, layer in enumerate(self.layers):
             if i > 0:
                 drive = layer.input(spikes)  # (substeps, B, N) at once
-            spikes, new_state = layer.span(drive, state.layers[i], layer.decays(), self.substeps)
+            spikes, new_state = layer.span(drive, state.layers[i], layer_decays[i], self.substeps)
             layer_states.append(new_state)
             if self.count_spikes:
                 self.spike_counts[i] += float(spikes.detach().sum())
             if self.track_activity:
                 self.activity[i] = self.activity[i] + spikes.mean(1).sum(0)
         weighted = self.readout.scale * self.readout.weight(spikes)
-        readout, readout_decays = state.readout, self.readout.decays()
+        readout = state.readout
         for t in range(self.substeps):
             readout = self.readout.integrate(weighted[t], readout, readout_decays)
         if self.count_spikes:
