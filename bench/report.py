@@ -51,6 +51,22 @@ def _train_step_table(r: dict, title: str) -> list[str]:
     return out
 
 
+def _profile_table(r: dict) -> list[str]:
+    out = [f"### train_step_profile (one update under torch.profiler, {r['surrogate']} surrogate; ms of CPU time)", "",
+           "| update | path | wall s | matrix products ms (count) | compiled forward loops ms | "
+           "compiled backward loops ms | copies ms | rest ms |", "|---|---|---|---|---|---|---|---|"]
+    for key in (k for k in r if k.startswith(("predictor_", "policy_")) and isinstance(r[k], dict)):
+        kind, path = key.split("_", 1)
+        b = r[key]
+        out.append(f"| {kind} | {path} | {b['update_s']:.2f} | {b['matrix_products_ms']:.0f} ({b['matrix_products']}) | "
+                   f"{b['compiled_forward_loops_ms']:.0f} | {b['compiled_backward_loops_ms']:.0f} | "
+                   f"{b['copies_ms']:.0f} | {b['rest_ms']:.0f} |")
+    out += ["", f"Batch {r['batch']}, {r['warmup']} + {r['unroll']} steps, {r['substeps']} substeps, "
+            f"2 x {r['hidden']} ALIF, rank {r['rank']}, {r['threads']} thread(s); one profiled update each, "
+            "after the warm-up updates.", "", _source(r), ""]
+    return out
+
+
 def tables(quick: bool) -> str:
     out = []
     r = _load("controller_step", quick)
@@ -87,6 +103,10 @@ def tables(quick: bool) -> str:
         r = _load(name, quick)
         if r:
             out += _train_step_table(r, title)
+    for name in ("train_step_profile", "train_step_profile_fast_sigmoid"):
+        r = _load(name, quick)
+        if r:
+            out += _profile_table(r)
     r = _load("collect", quick)
     if r:
         out += ["### collect (Panda, SNN policy in the loop)", "",
