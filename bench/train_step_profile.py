@@ -87,25 +87,25 @@ def main() -> None:
     args = p.parse_args()
     args.device = "cpu"  # what make_runner reads; the breakdown's categories are the CPU's
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as run_dir:
+    with tempfile.TemporaryDirectory() as run_dir:  # the trainer's run folder, for as long as it updates
         runner = make_runner(args, run_dir)
-    nets = spiking_nets(runner.predictor) + spiking_nets(runner.policy)
-    if args.surrogate:  # one Surrogate object per net, changed before anything compiles
-        for net in nets:
-            net.surrogate.kind, net.surrogate.slope = args.surrogate, DEFAULT_SLOPES[args.surrogate]
-    cfg = runner.config
-    result = {"threads": args.threads, "surrogate": nets[0].surrogate.kind, "batch": cfg.train.batch,
-              "warmup": cfg.train.warmup, "unroll": cfg.train.unroll, "substeps": cfg.model.substeps,
-              "hidden": cfg.model.hidden, "rank": cfg.model.rank}
-    for path in args.paths:
-        use_path(runner, path)
-        for kind, update in (("predictor", runner.predictor_update), ("policy", runner.policy_update)):
-            for _ in range(args.warmup):
-                update()
-            result[f"{kind}_{path}"] = profiled(update)
-        if path == "compiled":
-            result["compiled"] = compiled_ran(runner)
-    use_path(runner, "reference")
+        nets = spiking_nets(runner.predictor) + spiking_nets(runner.policy)
+        if args.surrogate:  # one Surrogate object per net, changed before anything compiles
+            for net in nets:
+                net.surrogate.kind, net.surrogate.slope = args.surrogate, DEFAULT_SLOPES[args.surrogate]
+        cfg = runner.config
+        result = {"threads": args.threads, "surrogate": nets[0].surrogate.kind, "batch": cfg.train.batch,
+                  "warmup": cfg.train.warmup, "unroll": cfg.train.unroll, "substeps": cfg.model.substeps,
+                  "hidden": cfg.model.hidden, "rank": cfg.model.rank}
+        for path in args.paths:
+            use_path(runner, path)
+            for kind, update in (("predictor", runner.predictor_update), ("policy", runner.policy_update)):
+                for _ in range(args.warmup):
+                    update()
+                result[f"{kind}_{path}"] = profiled(update)
+            if path == "compiled":
+                result["compiled"] = compiled_ran(runner)
+        use_path(runner, "reference")
     out = args.out
     if out is None and args.surrogate:  # beside the default surrogate's result, not over it
         out = RESULTS / f"train_step_profile_{args.surrogate}{'.quick' if args.quick else ''}.json"
