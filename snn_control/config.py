@@ -98,6 +98,8 @@ class TrainConfig:
     hold_still: float = 0.0  # weight of the mean squared action the policy gives at rest at
     # its goal, input frozen (policy_at_rest in the eval JSON); gravity is compensated, so the
     # right torque there is zero. Damps the hover, costs precision (docs/training.md item 18)
+    hold_fluctuation: float = 0.0  # weight of the variance over time of those actions: the
+    # policy may hold a steady torque at rest (an uncompensated load needs one), but not waver
     activity_bounds: float = 0.0  # weight of the firing-rate penalty below ...
     activity_min_hz: float = 1.0  # ... this rate per neuron (dead neurons) or above ...
     activity_max_hz: float = 100.0  # ... this rate per neuron; in units of 100 Hz squared
@@ -222,7 +224,11 @@ def build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    return cls(**{k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+    values = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ValueError as exc:  # a dataclass that checks its own values
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def from_dict(data: dict[str, Any], where: str = "config") -> ExperimentConfig:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from snn_control.training.trainer import Trainer, make_optimizer
-from snn_control.training.updates import still_action_power
+from snn_control.training.updates import still_action_penalties
 
 from .conftest import ScriptedPolicy, tiny_config
 
@@ -79,26 +79,28 @@ def test_policy_updates_backpropagate_through_the_forward_model(tiny_run, tmp_pa
 def test_still_action_power_by_hand():
     obs = torch.randn(4, 3, 8)  # (L+1, B, O): reacher, velocities at 6 and 7, hand at 0:2
     policy = ScriptedPolicy(bias=0.3, swing=0.4)
-    power = still_action_power(policy, obs, slice(0, 2), [6, 7], warmup=3, steps=6)
+    power, fluctuation = still_action_penalties(policy, obs, slice(0, 2), [6, 7], warmup=3, steps=6)
     assert float(power) == pytest.approx(0.3**2 + 0.4**2)  # bias and swing both count
+    assert float(fluctuation) == pytest.approx(0.4**2)  # the swing only: a steady torque is free
     x, goal = policy.seen[0]
     assert torch.all(x[:, [6, 7]] == 0) and torch.equal(goal, x[:, 0:2])  # at rest, at its goal
     assert torch.equal(x[:, :6], obs[-1][:, :6]) and len(policy.seen) == 9
     assert all(torch.equal(o, x) for o, _ in policy.seen)  # frozen: the same input every step
 
 
-def test_hold_still_penalty_quiets_the_policy_at_rest(tiny_run, tmp_path):
+@pytest.mark.parametrize("key, which", [("hold_still", 0), ("hold_fluctuation", 1)])
+def test_hold_still_penalty_quiets_the_policy_at_rest(tiny_run, tmp_path, key, which):
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("tensorboard"))
-    trainer = Trainer(tiny_config(["train.iterations=7", "train.hold_still=10.0"]), run)
+    trainer = Trainer(tiny_config(["train.iterations=7", f"train.{key}=10.0"]), run)
     trainer._resume()
     obs = torch.as_tensor(trainer.replay.obs[:16, :2]).transpose(0, 1)  # last state: step 1
 
     def at_rest():
         with torch.no_grad():
-            return float(still_action_power(trainer.policy, obs, trainer.effector, trainer.velocity))
+            return float(still_action_penalties(trainer.policy, obs, trainer.effector, trainer.velocity)[which])
 
     before = at_rest()
     for _ in range(20):
@@ -106,7 +108,7 @@ def test_hold_still_penalty_quiets_the_policy_at_rest(tiny_run, tmp_path):
     assert trainer.velocity == [6, 7] and at_rest() < 0.5 * before
     # without the velocities' positions there is no state at rest to hold: refused, not guessed
     trainer.velocity = []
-    with pytest.raises(ValueError, match="hold_still needs the joint velocities"):
+    with pytest.raises(ValueError, match="hold_still and train.hold_fluctuation need the joint velocities"):
         trainer.policy_update()
 
 

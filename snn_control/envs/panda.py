@@ -10,6 +10,9 @@ gravity (an uncompensated payload's weight is applied as a force), which costs a
 less per physics step than computing ``g(q)`` every millisecond and adding it.
 The commanded torque reaches the joints through the real robot's torque-rate limit
 (1000 N m/s, checked at the physics rate), the same limit the ROS safety filter applies.
+Joint friction (viscous ``joint_damping`` and Gaz et al.'s identified model, ``joint_friction``)
+acts against the motion at every physics step, as on the real arm, whose torque interface
+does not compensate it; :mod:`.plant` also draws randomised plants per episode.
 Joint 7 is held by a PD position loop, the fingers are held open.
 
 Observation: 6 joint positions scaled to [-1, 1] by their limits, (optionally) 6 joint
@@ -26,6 +29,7 @@ import pybullet
 import pybullet_data
 
 from .base import BatchedReachEnv, EnvError, ReachSpec
+from .plant import FRICTION_MODELS, PlantRandomization, friction_torque
 
 URDF = "franka_panda/panda.urdf"
 JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8))
@@ -55,8 +59,17 @@ class PandaConfig:
     # 0.25: at 1.0 the learned policy went bang-bang and sat on joint limits 30-75 % of the time
     torque_rate_limit: float = 1000.0  # N m/s at the joints (real Panda trips above it); 0: off
     joint_damping: list[float] = field(default_factory=lambda: [0.0] * ACTUATED)  # N m s/rad,
-    # joints 1-6; the real Panda's unmodelled joint friction (about 0.3-1.3 N m identified by
-    # Gaz et al. 2019, not compensated by its torque interface) has this size at ~1 rad/s
+    # joints 1-6: viscous friction, a torque -d * dq at every physics step
+    joint_friction: str = "none"  # "gaz2019": the real Panda's identified joint friction
+    # (Gaz et al. 2019, about +-0.15-0.65 N m once moving; envs.plant), not compensated by its torque interface
+    friction_scale: float = 1.0  # x both friction terms (the robustness suite's "friction x2")
+    link_mass_scale: float = 1.0  # x every link's mass and inertia; gravity compensation keeps the
+    # URDF's masses, so the difference's weight acts on the arm
+    torque_offset_nm: list[float] = field(default_factory=lambda: [0.0] * ACTUATED)  # added to
+    # every applied torque (a miscalibrated motor constant or torque sensor)
+    joint_noise: list[float] = field(default_factory=lambda: [0.0, 0.0])  # std of the noise on
+    # observed joint positions (rad) and velocities (rad/s); the real arm's encoders resolve ~1e-4 rad
+    randomize: PlantRandomization = field(default_factory=PlantRandomization)  # per-episode plants
     limit_joint_velocity: bool = False  # clamp joint speeds at the Panda's velocity limits
     inertia_from_urdf: bool = False  # use the URDF's declared link inertias (0.1 kg m^2); by
     # default pybullet recomputes them from collision shapes, which leaves the 6-joint mass
@@ -138,7 +151,9 @@ class PandaKinematics:
 
 
 class PandaBatch(BatchedReachEnv):
-    def __init__(self, num_envs: int, config: PandaConfig | None = None) -> None:
+    def __init__(self, num_envs: int, config: PandaConfig | None = None, first_copy: int = 0) -> None:
+        """``first_copy``: the global index of this batch's first copy (a slice of a batch
+        split over processes draws the randomised plants of its own copies)."""
         self.config = cfg = config or PandaConfig()
         substeps = cfg.control_period / cfg.physics_dt
         if abs(substeps - round(substeps)) > 1e-9 or substeps < 1:
@@ -167,13 +182,36 @@ class PandaBatch(BatchedReachEnv):
             flags |= pybullet.URDF_USE_INERTIA_FROM_FILE
         if len(cfg.joint_damping) != ACTUATED or min(cfg.joint_damping) < 0:
             raise EnvError(f"joint_damping needs {ACTUATED} values >= 0, got {cfg.joint_damping}")
+        if cfg.joint_friction not in FRICTION_MODELS:
+            raise EnvError(f"joint_friction: expected one of {list(FRICTION_MODELS)}, got {cfg.joint_friction!r}")
+        if not (cfg.friction_scale >= 0 and cfg.link_mass_scale > 0 and cfg.hand_payload_kg >= 0):
+            raise EnvError("friction_scale and hand_payload_kg must be >= 0, link_mass_scale > 0")
+        if len(cfg.torque_offset_nm) != ACTUATED or not np.all(np.isfinite(cfg.torque_offset_nm)):
+            raise EnvError(f"torque_offset_nm needs {ACTUATED} finite values, got {cfg.torque_offset_nm}")
+        if len(cfg.joint_noise) != 2 or min(cfg.joint_noise) < 0:
+            raise EnvError(f"joint_noise needs [position std, velocity std] >= 0, got {cfg.joint_noise}")
+        self.first_copy = first_copy
+        self._resets = 0
+        self._noise_rng = np.random.default_rng([cfg.randomize.seed, first_copy, 1])
+        # This episode's plant, per copy (reset_to draws them when randomize is active).
+        self.payload_kg = np.full(num_envs, cfg.hand_payload_kg)
+        self.friction_scale = np.full(num_envs, cfg.friction_scale)
+        self.delay = np.full(num_envs, cfg.action_delay_steps)
+        self.torque_offset = np.tile(np.asarray(cfg.torque_offset_nm, dtype=np.float64), (num_envs, 1))
+        self._viscous = np.asarray(cfg.joint_damping, dtype=np.float64)
         self.clients = [self._connect(flags, gui=cfg.gui and i == 0) for i in range(num_envs)]
         self._probe = self._connect(
             pybullet.URDF_USE_SELF_COLLISION | pybullet.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
         )
+        cid, body = self.clients[0]
+        self._nominal_dynamics = [pybullet.getDynamicsInfo(body, link, physicsClientId=cid)
+                                  for link in range(pybullet.getNumJoints(body, physicsClientId=cid))]
+        self.mass_scale = np.ones(num_envs)
+        for i in range(num_envs):
+            self._set_mass_scale(i, cfg.link_mass_scale)
         self.applied = np.zeros((num_envs, ACTUATED))  # N m, after the rate limit
         self._internal_substeps = [1] * num_envs  # physics steps per stepSimulation call
-        self.pending: list[np.ndarray] = []  # commanded torques not yet acting (action_delay_steps)
+        self.pending = np.zeros((1, num_envs, ACTUATED))  # commands not yet acting (reset_to)
         self.q = np.zeros((num_envs, 7))
         self.dq = np.zeros((num_envs, 7))
         self.ee = np.zeros((num_envs, 3))
@@ -190,11 +228,22 @@ class PandaBatch(BatchedReachEnv):
             body, list(range(ACTUATED)), pybullet.VELOCITY_CONTROL, forces=[0.0] * ACTUATED,
             physicsClientId=cid,
         )
+        # PyBullet's own jointDamping does not act on torque-controlled joints: friction is
+        # applied as a torque in advance(), and the default damping is removed.
         for j in range(ACTUATED):
             extra = {"maxJointVelocity": float(VELOCITY_LIMIT[j])} if self.config.limit_joint_velocity else {}
-            pybullet.changeDynamics(body, j, jointDamping=float(self.config.joint_damping[j]),
-                                    physicsClientId=cid, **extra)
+            pybullet.changeDynamics(body, j, jointDamping=0.0, physicsClientId=cid, **extra)
         return cid, body
+
+    def _set_mass_scale(self, i: int, scale: float) -> None:
+        """Scale copy ``i``'s link masses and inertias (from the values the URDF loaded with)."""
+        if scale == self.mass_scale[i]:
+            return
+        cid, body = self.clients[i]
+        for link, info in enumerate(self._nominal_dynamics):
+            pybullet.changeDynamics(body, link, mass=info[0] * scale,
+                                    localInertiaDiagonal=[x * scale for x in info[2]], physicsClientId=cid)
+        self.mass_scale[i] = scale
 
     def _set_configuration(self, client: tuple[int, int], q7: np.ndarray) -> None:
         cid, body = client
@@ -264,9 +313,26 @@ class PandaBatch(BatchedReachEnv):
             self._hold_joint7_and_fingers(client, float(q7[6]))
         self.q7_hold = starts[:, 6].copy()
         self.applied[:] = 0.0
-        self.pending = [np.zeros((self.num_envs, ACTUATED))] * self.config.action_delay_steps
+        self._draw_plants()
+        # Commands not yet acting, newest first: copy i applies row delay[i] (zeros at first).
+        self.pending = np.zeros((int(self.delay.max()) + 1, self.num_envs, ACTUATED))
         self._read_state()
         return self.observe()
+
+    def _draw_plants(self) -> None:
+        rand = self.config.randomize
+        self._resets += 1
+        if not rand.active:
+            return
+        plants = rand.draw(self._resets - 1, self.first_copy + np.arange(self.num_envs), ACTUATED)
+        cfg = self.config
+        self.payload_kg = cfg.hand_payload_kg + plants["payload_kg"]
+        self.friction_scale = cfg.friction_scale * plants["friction_scale"]
+        self.delay = cfg.action_delay_steps + plants["action_delay_steps"]
+        self.torque_offset = (np.asarray(cfg.torque_offset_nm)
+                              + plants["torque_offset_fraction"] * np.asarray(TORQUE_LIMIT))
+        for i, scale in enumerate(cfg.link_mass_scale * plants["link_mass_scale"]):
+            self._set_mass_scale(i, scale)
 
     def _read_state(self) -> None:
         for i, (cid, body) in enumerate(self.clients):
@@ -276,13 +342,19 @@ class PandaBatch(BatchedReachEnv):
             self.ee[i] = self._effector_position((cid, body))
 
     def observe(self) -> np.ndarray:
+        std_q, std_dq = self.config.joint_noise
+        if std_q or std_dq:  # what the encoders report, not what the arm does
+            q = self.q + self._noise_rng.normal(0.0, std_q, self.q.shape)
+            dq = self.dq + self._noise_rng.normal(0.0, std_dq, self.dq.shape)
+            return observation(q, dq, self.ee, self.config.observe_velocity)
         return observation(self.q, self.dq, self.ee, self.config.observe_velocity)
 
     def step(self, actions: np.ndarray) -> np.ndarray:
         command = self.check_actions(actions) * np.asarray(self.spec.action_scale)
-        if self.config.action_delay_steps:
-            self.pending.append(command)
-            command = self.pending.pop(0)
+        if len(self.pending) > 1:
+            self.pending = np.roll(self.pending, 1, axis=0)
+            self.pending[0] = command
+            command = self.pending[self.delay, np.arange(self.num_envs)]
         self.advance(command, self.physics_substeps)
         return self.observe()
 
@@ -294,31 +366,65 @@ class PandaBatch(BatchedReachEnv):
         if physics_steps:
             self.applied = schedule[:, -1].copy()
         actuated = list(range(ACTUATED))
-        payload = [0.0, 0.0, -GRAVITY * cfg.hand_payload_kg]
+        friction = cfg.joint_friction != "none" or any(cfg.joint_damping)
         # Once the rate limit has brought the applied torque to the command, it stays
         # constant: those physics steps run as one call of PyBullet's internal substeps
         # (the same steps, bit for bit; it keeps a call's torque for all of them), the
-        # ramp before it one call per step. A payload's force moves with the hand: every
-        # step on its own then. Plain Python floats keep the loop at the simulator's cost.
-        ramp = np.full(self.num_envs, physics_steps) if cfg.hand_payload_kg else _ramp_lengths(schedule)
+        # ramp before it one call per step. Friction depends on the velocity, and the weight
+        # of a payload or of a link-mass error moves with the arm: every step on its own then.
+        # Plain Python floats keep the loop at the simulator's cost.
+        ramp = _ramp_lengths(schedule)
         for i, ((cid, body), steps) in enumerate(zip(self.clients, schedule.tolist())):
-            ramp_steps = int(ramp[i])
+            offset = self.torque_offset[i]
+            load = self._gravity_error(i)
+            stepwise = friction or load is not None
+            ramp_steps = physics_steps if stepwise else int(ramp[i])
             if ramp_steps:
                 self._set_internal_substeps(i, 1)
             for applied in steps[:ramp_steps]:
+                if stepwise:
+                    dq = np.array([s[1] for s in pybullet.getJointStates(body, actuated, physicsClientId=cid)])
+                    tau = np.asarray(applied) + offset
+                    if friction:
+                        tau -= friction_torque(dq, cfg.joint_friction, self._viscous, self.friction_scale[i])
+                    applied = tau.tolist()
+                    if load is not None:
+                        load()
+                elif offset.any():
+                    applied = (np.asarray(applied) + offset).tolist()
                 pybullet.setJointMotorControlArray(body, actuated, pybullet.TORQUE_CONTROL,
                                                    forces=applied, physicsClientId=cid)
-                if cfg.hand_payload_kg:  # the payload's weight, which g(q) does not know about
-                    at = pybullet.getLinkState(body, HAND_LINK, physicsClientId=cid)[0]
-                    pybullet.applyExternalForce(body, HAND_LINK, payload, at, pybullet.WORLD_FRAME,
-                                                physicsClientId=cid)
                 pybullet.stepSimulation(physicsClientId=cid)
             if ramp_steps < physics_steps:
                 self._set_internal_substeps(i, physics_steps - ramp_steps)
                 pybullet.setJointMotorControlArray(body, actuated, pybullet.TORQUE_CONTROL,
-                                                   forces=steps[-1], physicsClientId=cid)
+                                                   forces=(np.asarray(steps[-1]) + offset).tolist(),
+                                                   physicsClientId=cid)
                 pybullet.stepSimulation(physicsClientId=cid)
         self._read_state()
+
+    def _gravity_error(self, i: int):
+        """What copy ``i``'s gravity compensation gets wrong, as a function that applies it
+        for one physics step (external forces at the links' centres of mass), or None: the
+        payload's weight and ``(mass scale - 1)`` x every link's weight."""
+        payload, extra = float(self.payload_kg[i]), float(self.mass_scale[i]) - 1.0
+        if not payload and not extra:
+            return None
+        cid, body = self.clients[i]
+        links = [link for link, info in enumerate(self._nominal_dynamics) if info[0] > 0] if extra else []
+        weights = [[0.0, 0.0, -GRAVITY * extra * self._nominal_dynamics[link][0]] for link in links]
+
+        def apply() -> None:
+            if payload:
+                at = pybullet.getLinkState(body, HAND_LINK, physicsClientId=cid)[0]
+                pybullet.applyExternalForce(body, HAND_LINK, [0.0, 0.0, -GRAVITY * payload], at,
+                                            pybullet.WORLD_FRAME, physicsClientId=cid)
+            if links:
+                states = pybullet.getLinkStates(body, links, physicsClientId=cid)
+                for link, state, weight in zip(links, states, weights):
+                    pybullet.applyExternalForce(body, link, weight, state[0], pybullet.WORLD_FRAME,
+                                                physicsClientId=cid)
+        return apply
 
     def _set_internal_substeps(self, i: int, n: int) -> None:
         """Make copy ``i``'s next ``stepSimulation`` run ``n`` physics steps."""

@@ -19,12 +19,12 @@ import numpy as np
 from .base import BatchedReachEnv, EnvError
 
 
-def _worker(conn, task: str, num_envs: int, config: Any) -> None:
+def _worker(conn, task: str, num_envs: int, config: Any, first_copy: int) -> None:
     from . import make_batch
 
     env = None
     try:
-        env = make_batch(task, num_envs, config)
+        env = make_batch(task, num_envs, config, first_copy=first_copy)
         conn.send(("ok", env.spec))
         while True:
             command, payload = conn.recv()
@@ -60,9 +60,9 @@ class ParallelBatch(BatchedReachEnv):
         # and their own pybullet clients, none of the parent's torch state.
         context = mp.get_context("fork")
         self._conns, self._procs = [], []
-        for size in sizes:
+        for size, first in zip(sizes, self._bounds):
             parent, child = context.Pipe()
-            proc = context.Process(target=_worker, args=(child, task, size, config), daemon=True)
+            proc = context.Process(target=_worker, args=(child, task, size, config, int(first)), daemon=True)
             proc.start()
             child.close()
             self._conns.append(parent)

@@ -17,7 +17,7 @@ import torch
 
 from ..classical import run_classical
 from ..config import load as load_config
-from ..envs import BatchedReachEnv, EnvError, make_batch
+from ..envs import BatchedReachEnv, EnvError, make_batch, nominal_plant
 from ..envs.base import velocity_indices
 from ..models import parameter_count, spiking_nets
 from ..paths import resolve
@@ -230,7 +230,7 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
     predictor, policy, spec, config = load_model(model_dir)
     torch.set_num_threads(config.rl.threads if config.algorithm == "td3" else config.train.threads)
     episodes = episodes or HELDOUT_EPISODES[spec.task]
-    env_cfg = config.env
+    env_cfg = nominal_plant(config.env)  # a model trained on randomised plants is judged on its nominal one
     if env_overrides:
         known = {f.name for f in dataclasses.fields(env_cfg)}
         unknown = sorted(set(env_overrides) - known)

@@ -149,11 +149,13 @@ def actions_at_rest(policy, states: torch.Tensor, effector: slice, velocity: lis
     return torch.stack(actions)
 
 
-def still_action_power(policy, obs: torch.Tensor, effector: slice, velocity: list[int],
-                       warmup: int = 10, steps: int = 20) -> torch.Tensor:
-    """Mean squared action at rest at the goal (:func:`actions_at_rest`) from the windows'
-    last states: the ``train.hold_still`` penalty."""
-    return (actions_at_rest(policy, obs[-1], effector, velocity, warmup, steps) ** 2).mean()
+def still_action_penalties(policy, obs: torch.Tensor, effector: slice, velocity: list[int],
+                           warmup: int = 10, steps: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """At rest at the goal (:func:`actions_at_rest`) from the windows' last states: the mean
+    squared action (``train.hold_still``) and its variance over time (``train.hold_fluctuation``,
+    which leaves a steady torque alone)."""
+    rest = actions_at_rest(policy, obs[-1], effector, velocity, warmup, steps)
+    return (rest**2).mean(), rest.var(dim=0, unbiased=False).mean()
 
 
 def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfig, effector: slice,
@@ -164,10 +166,12 @@ def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfi
         with decays_held(policy, predictor):
             distance, penalty = imagined_distance(policy, predictor, obs, actions, goals, t, effector)
             loss = (distance + penalty) / t.unroll + t.weight_l2 * weight_l2(policy)
-            if t.hold_still:
+            if t.hold_still or t.hold_fluctuation:
                 if not velocity:  # without them "at rest" would be the last state, moving: a penalty on reaching
-                    raise ValueError("train.hold_still needs the joint velocities' positions in the observation")
-                loss = loss + t.hold_still * still_action_power(policy, obs, effector, velocity)
+                    raise ValueError("train.hold_still and train.hold_fluctuation need the joint velocities' "
+                                     "positions in the observation")
+                power, fluctuation = still_action_penalties(policy, obs, effector, velocity)
+                loss = loss + t.hold_still * power + t.hold_fluctuation * fluctuation
         for net in spiking_nets(policy) if t.activity_bounds else []:
             loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
         optimizer.zero_grad(set_to_none=True)
