@@ -79,7 +79,8 @@ except BaseException:
 def measure(rate: float, seconds: float, workdir: Path, monitor, listeners: int = 0) -> dict:
     model = retimed_model(rate, workdir)
     procs = [node("panda_sim", f"publish_rate_hz:={max(500.0, rate)}"),
-             node("snn_controller", f"checkpoint:={model}", f"control_rate_hz:={rate}",
+             node("snn_controller", "autostart:=true", f"checkpoint:={model}", f"control_rate_hz:={rate}",
+                  f"command_rate_hz:={max(1000.0, rate)}",
                   "state_timeout_s:=0.1", f"stats_window:={int(rate * seconds * 2)}")]
     procs += [subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL) for _ in range(listeners)]
@@ -127,6 +128,11 @@ def measure(rate: float, seconds: float, workdir: Path, monitor, listeners: int 
             "compute_p50_us": float(diag["compute_p50_us"]), "compute_p99_us": float(diag["compute_p99_us"]),
             "deadline_miss_rate": float(diag["deadline_miss_rate"]),
             "stale_events": int(diag["stale_events"]), "listeners": listeners,
+            # the torque command stream (1 kHz): share of commands more than 1 ms after their slot
+            "command_rate_hz": max(1000.0, rate), "commands": int(float(diag["command_ticks"])),
+            "command_late_rate": float(diag["command_late_rate"]),
+            "command_period_p50_ms": float(diag["command_period_p50_ms"]),
+            "command_period_p99_ms": float(diag["command_period_p99_ms"]),
             "timing_only_model": model != REPO / "models" / "panda_snn"}
 
 

@@ -94,6 +94,7 @@ def main() -> None:
     procs = start_nodes(options)
     rclpy.init(args=[])
     monitor = Monitor()
+    monitor.activate()
     progress: list[dict] = []
     monitor.create_subscription(String, "/trainer/progress", lambda m: progress.append(json.loads(m.data)), 100)
     goals = demo_goals(n, seed=0)

@@ -42,8 +42,12 @@ ARM = [f"panda_joint{i}" for i in range(1, 8)]
 READY = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 
 
-def start(node: str, *params: str) -> subprocess.Popen:
+def start(node: str, *params: str, autostart: bool = True) -> subprocess.Popen:
+    """A node as its own process; the (managed) controller configures and activates itself
+    unless ``autostart`` is false (then a test drives its transitions)."""
     cmd = [sys.executable, "-m", f"snn_control.nodes.{node}", "--ros-args", "--params-file", PARAMS]
+    if node == "snn_controller" and autostart:
+        cmd += ["-p", "autostart:=true"]
     for p in params:
         cmd += ["-p", p]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -231,7 +235,7 @@ class TestRunningSystem:
         stamps = np.array([t for t, _ in ros.commands[first:]])
         torques = np.array([c for _, c in ros.commands[first:]])
         period = 0.02
-        assert np.all(np.abs(np.diff(torques, axis=0)) <= 1000.0 * period + 1e-9)  # rate limit
+        assert np.all(np.abs(np.diff(torques, axis=0)) <= 1.0 + 1e-9)  # 1000 N m/s at the 1 kHz stream
         # Ticks kept coming through the swap: no stall of the loop while the new model loaded
         # (gaps are measured at this receiver, on a shared CPU; that the swap itself happens
         # on a tick boundary without skipping a tick is test_runtime's, deterministically).
@@ -250,9 +254,11 @@ class TestRunningSystem:
             after = [c for t, c in ros.commands if t > last_state]
             first_zero = next((i for i, c in enumerate(after) if np.all(c == 0)), None)
             assert first_zero is not None, "controller never commanded zero torque"
-            # Counted in ticks, so a loaded machine (late ticks) does not blur it: the state
-            # timeout (50 ms = 2.5 periods of 20 ms) plus at most two control periods.
-            assert first_zero <= 5, f"{first_zero} non-zero commands after the last joint state"
+            # Counted in 1 ms commands, so a loaded machine (late commands) does not blur it: the
+            # state timeout (50 ms) plus one control period (20 ms) to the stop, then the ramp
+            # down at 1 N m per command; 10 commands of slack for the receiver's view of "last".
+            ramp = int(np.ceil(np.abs(after[0]).max())) if after else 0
+            assert first_zero <= 50 + 20 + ramp + 10, f"{first_zero} non-zero commands after the last joint state"
             assert all(np.all(c == 0) for c in after[first_zero:])
         finally:
             sim.send_signal(signal.SIGCONT)
@@ -353,7 +359,7 @@ class TestRunningSystem:
         states = [p["state"] for p in progress]
         assert {"reading", "predictor", "policy", "validate", "accepted", "swapped"} <= set(states), states
         torques = np.array([c for _, c in ros.commands[first:]])
-        assert np.all(np.abs(np.diff(torques, axis=0)) <= 1000.0 * 0.02 + 1e-9)  # no jump beyond the rate limit
+        assert np.all(np.abs(np.diff(torques, axis=0)) <= 1.0 + 1e-9)  # no jump beyond the rate limit
         assert np.all(np.isfinite(torques))
         # The loop kept its 50 Hz while the trainer trained and the model swapped, by the
         # controller's own tick count (/diagnostics, published about once a second, so each

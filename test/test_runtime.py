@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from snn_control.models import IOSpecMismatch
-from snn_control.runtime import (ControllerCore, ControllerSettings, GoalRejected, JointStateError,
-                                 LoopStats, TorqueSafetyFilter, Workspace, order_joint_state)
+from snn_control.runtime import (ControllerCore, ControllerSettings, GoalRejected, JointStateError, LoopStats,
+                                 SettingsError, StateWatchdog, TorqueSafetyFilter, Workspace, order_joint_state)
 from snn_control.training.checkpoint import CheckpointError
 
 PANDA = Path(__file__).resolve().parent.parent / "models" / "panda_snn"
@@ -68,8 +68,19 @@ def test_loop_stats_counts_late_ticks():
 
 
 @pytest.fixture(scope="module")
-def core():
+def loaded_core():
     return ControllerCore(PANDA)
+
+
+@pytest.fixture
+def core(loaded_core):
+    """The module's controller (its model loads once) with a fresh watchdog and command stream."""
+    c = loaded_core
+    c.watchdog = StateWatchdog(c.settings.state_timeout_s, c.settings.state_recovery_s, c.settings.check_stamp)
+    c._cycle, c._state_error, c.enabled, c.goal = 0, None, True, None
+    c.safety.last[:] = 0.0
+    c.target[:] = 0.0
+    return c
 
 
 def test_arm_kinematics_agree_with_the_simulators():
@@ -101,26 +112,145 @@ def test_controller_waits_for_goal_and_state_then_acts(core):
     assert np.all(np.abs(r.torque) <= core.model.action_scale + 1e-12)
 
 
-def test_stale_joint_states_stop_within_two_periods_and_resume(core):
+def test_stale_joint_states_stop_within_the_timeout_and_resume_after_recovery(core):
     core.set_goal([0.4, 0.2, 0.5])
-    period = core.settings.control_period_s
+    s = core.settings
     _feed(core, 0.0)
     assert core.tick(0.0).status == "active"
-    t = 0.0
-    results = []
-    for _ in range(4):  # simulator stopped: no new states
-        t += period
-        results.append(core.tick(t))
-    stopped = [i for i, r in enumerate(results) if np.all(r.torque == 0)]
-    assert stopped and stopped[0] <= 2 and results[-1].status == "stale"
+    # No new state: the stop comes at the first command past the timeout (checked every command).
+    t, stopped_at = 0.0, None
+    while stopped_at is None and t < 1.0:
+        t += s.command_period_s
+        _, result = core.command(t)
+        if result is not None and result.status == "stale":
+            stopped_at = t
+    assert stopped_at is not None and stopped_at <= s.state_timeout_s + s.command_period_s + 1e-9
     events = core.stale_events
-    core.tick(t + period)  # still stale: the same event, not a new one
-    assert core.stale_events == events >= 1
-    _feed(core, t)
-    assert core.tick(t).status == "active"
-    for k in range(1, 5):  # stale again after resuming: a second event
-        core.tick(t + k * period)
-    assert core.stale_events == events + 1
+    assert not np.any(core.target)
+    # Fresh again: it acts only after recovery_s of fresh states (one fault, not chatter).
+    results = []
+    for k in range(int(round(0.8 / s.control_period_s))):
+        t += s.control_period_s
+        _feed(core, t)
+        results.append(core.tick(t).status)
+    first_active = results.index("active")
+    assert all(r == "stale" for r in results[:first_active])
+    assert first_active * s.control_period_s >= s.state_recovery_s - 2 * s.control_period_s
+    assert core.stale_events == events
+
+
+def test_a_slow_publisher_is_one_stale_fault_not_chatter(core):
+    core.set_goal([0.4, 0.2, 0.5])
+    events, statuses = core.stale_events, []
+    for k in range(4000):  # 4 s of commands at 1 kHz, joint states at 15 Hz
+        t = k * core.settings.command_period_s
+        if k % 67 == 0:
+            _feed(core, t)
+        _, result = core.command(t)
+        if result is not None:
+            statuses.append(result.status)
+    flips = sum(a != b for a, b in zip(statuses, statuses[1:]))
+    assert core.stale_events == events + 1 and flips <= 2, (core.stale_events - events, flips)
+
+
+def test_watchdog_on_a_monotonic_clock_with_stamps_frozen_old_or_ahead():
+    w = StateWatchdog(timeout_s=0.05, recovery_s=0.0)
+    assert w.received(10.0, stamp_s=100.0, clock_s=100.001) and w.check(10.01) is None
+    assert not w.received(10.02, stamp_s=100.0, clock_s=100.02)  # frozen stamp: not a new state
+    assert "no new joint state" in w.check(10.07) and w.frozen == 1
+    old = StateWatchdog(timeout_s=0.05, recovery_s=0.0)
+    old.received(0.0, stamp_s=90.0, clock_s=100.0)  # stamped 10 s in the past (a clock jump)
+    assert "stamped" in old.check(0.0)
+    ahead = StateWatchdog(timeout_s=0.05, recovery_s=0.0)
+    ahead.received(0.0, stamp_s=110.0, clock_s=100.0)  # 10 s in the future: negative age
+    assert "future" in ahead.check(0.0)
+    unchecked = StateWatchdog(timeout_s=0.05, recovery_s=0.0, check_stamp=False)
+    unchecked.received(0.0, stamp_s=90.0, clock_s=100.0)
+    assert unchecked.check(0.01) is None and "no new" in unchecked.check(0.06)  # receipt age still counts
+
+
+def test_command_stream_ramps_never_steps_and_reaches_zero_on_the_way_out(core):
+    core.set_goal([0.4, 0.2, 0.5])
+    s = core.settings
+    step = s.torque_rate_limit * s.command_period_s
+    torques = []
+    for k in range(400):
+        t = k * s.command_period_s
+        if k % 4 == 0:
+            _feed(core, t)
+        torques.append(core.command(t)[0])
+    torques = np.array(torques)
+    assert np.abs(torques).max() > 2 * step  # it did command torque ...
+    assert np.abs(np.diff(torques, axis=0)).max() <= step + 1e-12  # ... never more than 1 N m per command
+    out = [core.stop_command()]
+    while np.any(out[-1]):
+        out.append(core.stop_command())
+    assert len(out) <= int(np.ceil(np.abs(torques[-1]).max() / step)) + 1 and core.at_zero()
+    assert np.abs(np.diff(np.vstack([torques[-1:], out]), axis=0)).max() <= step + 1e-12
+
+
+def test_activation_ramps_from_the_reported_effort(core):
+    effort = [5.0, -3.0, 0.0, 2.0, 0.5, 0.0, 0.0]
+    core.update_joint_state(NAMES, list(READY), [0.0] * 7, 0.0, efforts=effort)
+    core.start_from_reported_effort()
+    first, _ = core.command(0.0)  # no goal: towards zero, from the reported effort
+    np.testing.assert_allclose(first, [4.0, -2.0, 0.0, 1.0, 0.0, 0.0])
+
+
+def test_implausible_joint_states_are_refused_and_counted(core):
+    core.set_goal([0.4, 0.2, 0.5])
+    with pytest.raises(JointStateError, match="outside its limits"):
+        _feed(core, 0.0, positions=[1e6] + list(READY[1:]))
+    with pytest.raises(JointStateError, match="velocity of panda_joint2"):
+        _feed(core, 0.0, velocities=[0.0, 1e6, 0, 0, 0, 0, 0])
+    with pytest.raises(JointStateError, match="panda_joint7 is nan"):
+        _feed(core, 0.0, positions=list(READY[:6]) + [float("nan")])
+    assert core.refused_states == 3 and core.tick(0.0).status == "invalid_state"
+
+
+def test_goals_in_another_frame_are_refused(core):
+    core.set_goal([0.4, 0.2, 0.5], "panda_link0")
+    core.set_goal([0.4, 0.1, 0.5], "")  # no frame: the base frame
+    with pytest.raises(GoalRejected, match="frame 'world'"):
+        core.set_goal([0.4, 0.2, 0.5], "world")
+    np.testing.assert_allclose(core.goal, [0.4, 0.1, 0.5])
+    assert core.refused_goals == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"state_timeout_s": float("nan")}, "state_timeout_s must be finite"),
+    ({"torque_rate_limit": float("inf")}, "torque_rate_limit must be finite"),
+    ({"torque_rate_limit": 5000.0}, "above the Panda's"),
+    ({"command_period_s": 0.003}, "whole multiple"),
+    ({"state_timeout_s": -1.0}, "state_timeout_s must be > 0"),
+    ({"velocity_factor": 0.5}, "velocity_factor"),
+])
+def test_bad_settings_are_refused_with_the_reason(change, message):
+    with pytest.raises(SettingsError, match=message):
+        ControllerSettings(**change)
+
+
+@pytest.mark.parametrize("content", [b"5", b"null", b"[1, 2]", b"\xff\xfe garbage", b"{}", b'{"task": 5}'])
+def test_reload_of_any_io_spec_is_refused_and_the_model_kept(core, tmp_path, content):
+    bad = tmp_path / "bad"
+    shutil.copytree(PANDA, bad)
+    (bad / "io_spec.json").write_bytes(content)
+    with pytest.raises((CheckpointError, IOSpecMismatch)):
+        core.check_model(bad)
+    assert core.model.path == PANDA
+
+
+def test_reload_refuses_missing_files_and_links(core, tmp_path):
+    with pytest.raises(CheckpointError, match="not a directory"):
+        core.check_model(tmp_path / "nowhere")
+    linked = tmp_path / "linked"
+    shutil.copytree(PANDA, linked)
+    (linked / "model.pt").unlink()
+    with pytest.raises(CheckpointError, match="model.pt is missing"):
+        core.check_model(linked)
+    (linked / "model.pt").symlink_to(PANDA / "model.pt")
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        core.check_model(linked)
 
 
 def test_active_tick_hands_back_the_state_it_acted_on(core):
@@ -170,25 +300,28 @@ def test_corrupt_checkpoint_refused_and_running_model_kept(core, tmp_path):
 
 def test_hot_swap_at_tick_boundary_without_torque_jump(core):
     core.set_goal([0.4, 0.2, 0.5])
-    period = core.settings.control_period_s
-    max_step = core.settings.torque_rate_limit * period
-    t, last = 0.0, None
+    s = core.settings
+    max_step = s.torque_rate_limit * s.command_period_s
     new = core.prepare_model(PANDA)
     swaps = core.swaps
-    for k in range(20):
-        if k == 10:
+    last = None
+    for k in range(20 * s.commands_per_tick):
+        t = k * s.command_period_s
+        if k == 10 * s.commands_per_tick:
             core.request_swap(new)
-        _feed(core, t)
-        r = core.tick(t)
-        assert r.status == "active"
+        if k % 4 == 0:
+            _feed(core, t)
+        torque, result = core.command(t)
+        assert result is None or result.status == "active"
         if last is not None:
-            assert np.all(np.abs(r.torque - last) <= max_step + 1e-9)
-        last, t = r.torque, t + period
+            assert np.all(np.abs(torque - last) <= max_step + 1e-9)
+        last = torque
     assert core.swaps == swaps + 1 and core.model is new and core.previous_model is not None
     assert core.rollback()
     _feed(core, t)
     core.tick(t)
     assert core.model is not new
+    assert not core.rollback()  # the model it replaced is gone: no way back to it
 
 
 def test_a_td3_trained_model_drives_the_controller_without_a_forward_model(core, tmp_path):
@@ -210,17 +343,13 @@ def test_a_td3_trained_model_drives_the_controller_without_a_forward_model(core,
         env.close()
     core.set_goal([0.4, 0.2, 0.5])
     core.request_swap(core.prepare_model(tmp_path))
-    period, max_step = core.settings.control_period_s, core.settings.torque_rate_limit * core.settings.control_period_s
-    last = None
+    period = core.settings.control_period_s
     for k in range(5):
         _feed(core, k * period)
         r = core.tick(k * period)  # the swap happens at the first of these ticks
         assert core.model.predictor is None
         assert r.status == "active" and r.prediction is None and r.prediction_error_m is None
         assert np.all(np.isfinite(r.torque)) and np.all(np.abs(r.torque) <= core.model.action_scale + 1e-12)
-        if last is not None:
-            assert np.all(np.abs(r.torque - last) <= max_step + 1e-9)
-        last = r.torque
     assert core.firing_rates_hz()["predictor"] == []
     assert core.rollback()
     _feed(core, 5 * period)

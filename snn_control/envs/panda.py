@@ -426,6 +426,15 @@ class PandaBatch(BatchedReachEnv):
                                                 physicsClientId=cid)
         return apply
 
+    def hold(self, q7: np.ndarray) -> None:
+        """Stop every copy at joint angles ``q7`` ``(7,)`` or ``(N, 7)`` with zero velocity and no
+        torque: the real arm's reaction to a reflex (it brakes and holds its position)."""
+        q7 = np.broadcast_to(np.asarray(q7, dtype=np.float64), (self.num_envs, 7))
+        for client, q in zip(self.clients, q7):
+            self._set_configuration(client, q)
+        self.applied[:] = 0.0
+        self._read_state()
+
     def _set_internal_substeps(self, i: int, n: int) -> None:
         """Make copy ``i``'s next ``stepSimulation`` run ``n`` physics steps."""
         if self._internal_substeps[i] != n:

@@ -7,10 +7,17 @@ With ``--goals N`` it is the demo: it sends N held-out goals the ways RViz sends
 (``/goal_pose``, ``/clicked_point``, and an interactive-marker drag ending in mouse-up,
 in turn), gives each ``--goal-time`` seconds, prints the final distance per goal and
 exits 0 only if every goal was reached within ``--radius``.
+
+``snn_controller`` is a managed node: bring-up drives its transitions (configure, then
+activate) through its lifecycle services, as a launch file's lifecycle events do. On
+Ctrl-C every node takes its own way out (the controller ramps to zero torque) and bring-up
+prints one line per node. Discovery stays on this host
+(``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) unless the environment says otherwise.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +28,8 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped, PoseStamped
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from visualization_msgs.msg import InteractiveMarkerFeedback
@@ -75,19 +84,30 @@ def start_nodes(options: BringupOptions) -> dict[str, subprocess.Popen]:
         if node not in overrides or ":=" not in assignment:
             raise ValueError(f"override {item!r} must look like NODE:NAME:=VALUE with NODE one of {names}")
         overrides[node].append(assignment)
-    return {n: subprocess.Popen(node_command(n, options.params, overrides[n])) for n in names}
+    env = {**os.environ}
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # no participant off this host
+    # New sessions: a Ctrl-C in the terminal reaches bring-up alone, which then stops each
+    # node in order (a node stopped together with bring-up could not be told apart from one that died).
+    return {n: subprocess.Popen(node_command(n, options.params, overrides[n]), env=env, start_new_session=True)
+            for n in names}
 
 
-def stop_nodes(procs: dict[str, subprocess.Popen]) -> None:
+def stop_nodes(procs: dict[str, subprocess.Popen]) -> str:
+    """SIGINT to every node still running (each takes its own way out), SIGKILL to any that
+    has not exited within 10 s. Returns one summary line."""
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 5.0
-    for proc in procs.values():
+    deadline = time.monotonic() + 10.0
+    parts = []
+    for name, proc in procs.items():
         try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            parts.append(f"{name} {'ok' if code == 0 else f'exit {code}'}")
         except subprocess.TimeoutExpired:
             proc.kill()
+            parts.append(f"{name} killed")
+    return "stopped: " + ", ".join(parts)
 
 
 class Monitor(Node):
@@ -170,6 +190,20 @@ class Monitor(Node):
                 f"misses {100 * float(d.get('deadline_miss_rate', 'nan')):.2f} %, "
                 f"prediction error {d.get('prediction_error_m') or '-'} m")
 
+    def activate(self, node: str = "snn_controller", timeout_s: float = 60.0) -> None:
+        """Drive a managed node through configure and activate (its lifecycle services)."""
+        client = self.create_client(ChangeState, f"/{node}/change_state")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                raise RuntimeError(f"{node}'s lifecycle service change_state is not available")
+            for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+                future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+                rclpy.spin_until_future_complete(self, future, timeout_sec=timeout_s)
+                if future.result() is None or not future.result().success:
+                    raise RuntimeError(f"{node} refused transition {transition} (see its log for why)")
+        finally:
+            self.destroy_client(client)
+
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end and (self.q is None or not self.diag):
@@ -202,9 +236,11 @@ def demo_goals(n: int, seed: int) -> np.ndarray:
 
 def run_bringup(options: BringupOptions) -> int:
     procs = start_nodes(options)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     rclpy.init(args=[])
     monitor = Monitor()
     try:
+        monitor.activate()
         monitor.wait_ready()
         if not options.goals:
             print("running; Ctrl-C stops every node")
@@ -235,4 +271,4 @@ def run_bringup(options: BringupOptions) -> int:
         monitor.kinematics.close()
         monitor.destroy_node()
         rclpy.try_shutdown()
-        stop_nodes(procs)
+        print("\n" + stop_nodes(procs))

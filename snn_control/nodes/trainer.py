@@ -2,17 +2,20 @@
 
 Every ``watch_period_s`` it looks in ``bag_dir`` for closed bags (a split the recorder has
 finished has its ``metadata.yaml``) that it has not used yet; or it takes the ``bags``
-parameter's list once. When the new bags hold at least ``min_windows`` usable windows it
-fine-tunes the running checkpoint on them in a worker thread
-(:func:`snn_control.training.finetune.finetune`: held-out windows and a simulated check
-must show the candidate no worse). An accepted candidate is written as
-``output_dir/vNNNN/``; then the controller's ``checkpoint`` parameter is set to it and its
-``~/reload_model`` called, so the controller swaps at a tick boundary. A rejected one is
-logged with the reason and the bags count as used. Used bags are remembered in
-``output_dir/used_bags.json`` across restarts. Progress goes to ``~/progress``
-(std_msgs/String, JSON) and the log. Service ``~/finetune_now`` starts a round with
-whatever new bags there are. Corrupt or foreign bags are skipped with a message; no bag
-is changed or deleted.
+parameter's list once. When the new bags hold at least ``min_windows`` usable windows (and
+as many as fine-tuning needs) it fine-tunes the running checkpoint on them in a worker
+thread (:func:`snn_control.training.finetune.finetune`). The candidate must pass the gate
+against both the running model and the model this node started with (its first
+``checkpoint``, the session start), so that rounds cannot drift further than one tolerance
+from where the session began. An accepted candidate is written as ``output_dir/vNNNN/``;
+then the controller's ``checkpoint`` parameter is set to it and its ``~/reload_model``
+called, so the controller swaps at a tick boundary. A rejected one is reported with every
+check's figures. A round's bags are marked used in ``output_dir/used_bags.json`` (kept
+across restarts) only when the round completes, written or rejected; a round that fails
+midway leaves them for the next. Progress goes to ``~/progress`` (std_msgs/String, JSON)
+and the log. Service ``~/finetune_now`` starts a round with whatever new bags there are.
+Corrupt or foreign bags are skipped with a message (and marked, as no round can use
+them); no bag is changed or deleted.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ class TrainerNode(Node):
             sim_tolerance=p["sim_tolerance"], heldout_tolerance=p["heldout_tolerance"],
             env_overrides=parse_overrides(p["validation_env"]), threads=p["threads"], seed=p["seed"],
             compile=p["compile"])
+        self._check_settings()
+        self.session_start = self.checkpoint  # every candidate is gated against this one too
         self.params = p
         self.bag_dir = Path(p["bag_dir"]).expanduser()
         self.given = [Path(b).expanduser() for b in p["bags"] if b]
@@ -103,7 +108,17 @@ class TrainerNode(Node):
         if self.used.problem:
             self._report("error", message=self.used.problem)
         self._report("idle", message=f"watching {self.given or self.bag_dir} for bags ({len(self.used)} used "
-                                     f"before); running model {self.checkpoint}")
+                                     f"before); running model {self.checkpoint}, the session start")
+
+    def _check_settings(self) -> None:
+        """Settings that no bag can make work are refused at start, not once per round."""
+        from ..config import ConfigError, load as load_config
+        from ..training.finetune import FinetuneError, check_settings
+
+        try:
+            check_settings(self.settings, load_config(self.checkpoint / "config.yaml"))
+        except (FinetuneError, ConfigError) as exc:
+            raise StartupError(f"fine-tuning settings: {exc}") from None
 
     # -- progress ---------------------------------------------------------------------
     def _report(self, state: str, log: bool = True, **fields) -> None:
@@ -143,42 +158,43 @@ class TrainerNode(Node):
     def _round(self, bags: list[Path], forced: bool) -> None:
         from ..training.bags import read_sessions
         from ..training.checkpoint import load_model
-        from ..training.finetune import FinetuneError, finetune, write_version
+        from ..training.finetune import FinetuneError, finetune, windows_needed, write_version
 
         try:
             _, _, spec, _ = load_model(self.checkpoint)
             sessions = read_sessions(bags, spec, self.settings.window)
             for reason in sessions.skipped:
                 self._report("skipped_bag", message=reason)
-            self.used.add(set(bags) - set(sessions.bags_read))  # unreadable: reported once
+            self.used.add(set(bags) - set(sessions.bags_read))  # unreadable: no round can use them
             windows = len(sessions.obs)
-            if windows < self.params["min_windows"] and not forced:
+            needed = max(self.params["min_windows"], windows_needed(self.settings))
+            if windows < needed and not forced:
                 self._report("waiting", message=f"{windows} usable windows in {len(bags)} new bag(s); "
-                                                f"fine-tuning from {self.params['min_windows']}", log=False)
+                                                f"fine-tuning from {needed}", log=False)
                 return
-            self.used.add(bags)
             self.rounds += 1
             self._report("reading", message=f"round {self.rounds}: {windows} windows from "
                                             f"{len(sessions.bags_read)} bag(s)")
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if done % 10 == 0 or done == total:
-                    self._report(stage, log=False, done=done, total=total)
-
-            report, candidate = finetune(self.checkpoint, sessions, self.settings, progress)
-            if candidate is None:
+            with self.used.marking(sessions.bags_read):  # only a round that completes uses its bags up
+                report, candidate = finetune(self.checkpoint, sessions, self.settings, self._progress,
+                                             session_start_dir=self.session_start)
+                path = None if candidate is None else write_version(self.output_dir, candidate, report)
+            if path is None:
                 self._report("rejected", message=report["reason"], report=report)
                 return
-            path = write_version(self.output_dir, candidate, report)
             self._report("accepted", message=f"wrote {path}; {report['reason']}", version=path.name,
                          report=report)
             self._hot_swap(path)
-        except FinetuneError as exc:
+        except FinetuneError as exc:  # the bags stay unmarked: later bags may make up what is missing
             self._report("waiting", message=str(exc))
         except Exception as exc:  # noqa: BLE001 - a failed round must not take the node down
             self._report("error", message=f"{type(exc).__name__}: {exc}")
         finally:
             self._busy.release()
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        if done % 10 == 0 or done == total:
+            self._report(stage, log=False, done=done, total=total)
 
     def _call(self, client, request, what: str, timeout_s: float = 10.0):
         if not client.wait_for_service(timeout_sec=timeout_s):

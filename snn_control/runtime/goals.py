@@ -26,6 +26,14 @@ class Workspace:
     min_z: float = 0.10  # m above the base (table)
     max_z: float = 1.10  # m
 
+    def __post_init__(self) -> None:
+        values = [*self.center, self.min_radius, self.max_radius, self.min_z, self.max_z]
+        if len(self.center) != 3 or not np.all(np.isfinite(values)):
+            raise ValueError(f"workspace: center needs 3 finite numbers and every bound must be finite, got {values}")
+        if not (0 <= self.min_radius < self.max_radius and self.min_z < self.max_z):
+            raise ValueError(f"workspace: need 0 <= min_radius < max_radius and min_z < max_z, got radii "
+                             f"{self.min_radius}, {self.max_radius}, heights {self.min_z}, {self.max_z}")
+
     def check(self, point) -> np.ndarray:
         p = np.asarray(point, dtype=np.float64)
         if p.shape != (3,) or not np.all(np.isfinite(p)):

@@ -34,3 +34,20 @@ def order_joint_state(names: Sequence[str], positions: Sequence[float], velociti
         if bad.any():
             raise JointStateError(f"{label} of {wanted[int(np.argmax(bad))]} is {values[bad][0]}")
     return q, dq
+
+
+def check_plausible(names: Sequence[str], q: np.ndarray, dq: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                    velocity_limit: np.ndarray, margin_rad: float, velocity_factor: float) -> None:
+    """Raise :class:`JointStateError` unless every position lies within its limits plus
+    ``margin_rad`` and every velocity within ``velocity_factor`` x its limit: a state beyond
+    what the arm can do is a sensor or driver fault, not something to act on."""
+    outside = (q < lower - margin_rad) | (q > upper + margin_rad)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise JointStateError(f"position of {names[i]} is {q[i]:.4g} rad, outside its limits "
+                              f"[{lower[i]:.4g}, {upper[i]:.4g}] + {margin_rad} rad")
+    fast = np.abs(dq) > velocity_factor * velocity_limit
+    if fast.any():
+        i = int(np.argmax(fast))
+        raise JointStateError(f"velocity of {names[i]} is {dq[i]:.4g} rad/s, beyond {velocity_factor} x its "
+                              f"limit {velocity_limit[i]:.4g} rad/s")

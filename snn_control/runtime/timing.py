@@ -18,6 +18,8 @@ class LoopStats:
         self.computes = deque(maxlen=window)
         self.ticks = 0
         self.misses = 0
+        self.late = 0  # ticks that started more than late_after_s after their slot
+        self.late_after_s = 0.001
         self._last_start: float | None = None
         self._longest = 0.0  # longest period since take_longest_period(), seconds
         self._longest_lock = threading.Lock()  # record() and the diagnostics run in two threads
@@ -29,7 +31,11 @@ class LoopStats:
             longest, self._longest = self._longest, 0.0
         return longest
 
-    def record(self, start_s: float, compute_s: float) -> None:
+    def record(self, start_s: float, compute_s: float, slot_s: float | None = None) -> None:
+        """``slot_s``: when this tick was due (a fixed schedule); a start more than
+        ``late_after_s`` past it counts in ``late``."""
+        if slot_s is not None and start_s - slot_s > self.late_after_s:
+            self.late += 1
         if self._last_start is not None:
             period = start_s - self._last_start
             self.periods.append(period)
@@ -54,4 +60,6 @@ class LoopStats:
             "compute_p99_us": float(np.percentile(computes, 99) * 1e6),
             "deadline_misses": self.misses,
             "deadline_miss_rate": self.misses / max(self.ticks, 1),
+            "late": self.late,
+            "late_rate": self.late / max(self.ticks, 1),
         }

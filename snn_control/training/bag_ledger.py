@@ -2,7 +2,8 @@
 restarted trainer does not fine-tune on the same sessions again.
 
 The ledger is ``OUTPUT_DIR/used_bags.json`` (a sorted list of absolute bag paths), written
-atomically after every change. A ledger that cannot be read is moved aside as
+atomically after every change. A round's bags are marked only when the round completes
+(:meth:`BagLedger.marking`): a round that crashes leaves them for the next one. A ledger that cannot be read is moved aside as
 ``used_bags.json.corrupt`` (nothing is deleted) and the trainer starts with an empty one,
 saying so.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -51,3 +53,10 @@ class BagLedger:
         tmp = self.path.with_name(self.FILENAME + ".tmp")
         tmp.write_text(json.dumps(sorted(self._used), indent=1) + "\n")
         os.replace(tmp, self.path)
+
+    @contextmanager
+    def marking(self, bags):
+        """Marks ``bags`` used when the block completes; an exception leaves them unmarked,
+        so a round that fails midway does not lose its data."""
+        yield
+        self.add(bags)
