@@ -9,16 +9,34 @@ With a real Panda (use_sim:=false), remap its joint states, e.g.
 joint_states_topic:=/franka/joint_states, and see docs/real_robot.md. finetune:=true records
 too and starts the trainer, which fine-tunes the running model from the recorded bags and
 hot-swaps accepted versions into the controller.
+
+snn_controller is a managed (lifecycle) node: this file configures it once its process
+starts and activates it once configured, as bring-up does through the same services.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
+import lifecycle_msgs.msg
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
 from launch.conditions import IfCondition
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PythonExpression
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+
+
+def _managed(controller):
+    """Configure ``controller`` now, activate it once it reaches inactive."""
+    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(controller),
+                                            transition_id=lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE))
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=controller, goal_state="inactive",
+        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(controller),
+                                              transition_id=lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE))]))
+    return [controller, activate, configure]
 
 
 def generate_launch_description():
@@ -47,13 +65,14 @@ def generate_launch_description():
                               description="joint state topic of the arm (real Panda: /franka/joint_states)"),
         Node(package="snn_control", executable="panda_sim", name="panda_sim", parameters=[params],
              condition=IfCondition(use_sim), output="screen"),
-        Node(package="snn_control", executable="snn_controller", name="snn_controller",
-             parameters=controller_params, remappings=[("/joint_states", joint_states)],
-             condition=IfCondition(PythonExpression(["not ", has_checkpoint])), output="screen"),
-        Node(package="snn_control", executable="snn_controller", name="snn_controller",
-             parameters=controller_params + [{"checkpoint": checkpoint}],
-             remappings=[("/joint_states", joint_states)], condition=IfCondition(has_checkpoint),
-             output="screen"),
+        *_managed(LifecycleNode(package="snn_control", executable="snn_controller", name="snn_controller",
+                                namespace="", parameters=controller_params,
+                                remappings=[("/joint_states", joint_states)],
+                                condition=IfCondition(PythonExpression(["not ", has_checkpoint])), output="screen")),
+        *_managed(LifecycleNode(package="snn_control", executable="snn_controller", name="snn_controller",
+                                namespace="", parameters=controller_params + [{"checkpoint": checkpoint}],
+                                remappings=[("/joint_states", joint_states)], condition=IfCondition(has_checkpoint),
+                                output="screen")),
         Node(package="snn_control", executable="goal_teleop", name="goal_teleop", parameters=[params],
              output="screen"),
         Node(package="snn_control", executable="recorder", name="recorder", parameters=[params],

@@ -18,7 +18,7 @@ def _node_calls():
     tree = ast.parse(LAUNCH.read_text())
     calls = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Node":
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("Node", "LifecycleNode"):
             kw = {k.arg: k.value for k in node.keywords}
             calls.append({k: v.value for k, v in kw.items() if isinstance(v, ast.Constant)} | {"_kw": kw})
     return calls
@@ -60,7 +60,8 @@ def test_node_parameters_in_yaml_are_declared_by_the_nodes():
     for node, module in (("panda_sim", "panda_sim"), ("snn_controller", "snn_controller"),
                          ("goal_teleop", "goal_teleop"), ("recorder", "recorder"), ("trainer", "trainer")):
         source = (REPO / "snn_control" / "nodes" / f"{module}.py").read_text()
-        declared = set(re.findall(r"(\w+)=", source[source.index("declare("):]))
+        start = source.find("DEFAULTS = dict(")  # a node that keeps its defaults in one dict
+        declared = set(re.findall(r"(\w+)=", source[start if start >= 0 else source.index("declare("):]))
         unknown = set(params[node]["ros__parameters"]) - declared
         assert not unknown, f"{node}: {unknown} not declared by the node"
 
@@ -72,3 +73,11 @@ def test_launch_description_builds_where_launch_ros_exists():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.generate_launch_description().entities
+
+
+def test_the_controller_is_managed_and_driven_to_active():
+    """snn_controller is a LifecycleNode that the launch file configures, then activates."""
+    calls = [c for c in _node_calls() if c.get("executable") == "snn_controller"]
+    text = LAUNCH.read_text()
+    assert calls and "LifecycleNode(" in text and "TRANSITION_CONFIGURE" in text and "TRANSITION_ACTIVATE" in text
+    assert 'goal_state="inactive"' in text

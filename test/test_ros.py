@@ -91,7 +91,7 @@ class Operator(Node):
         self.updates: list[InteractiveMarkerUpdate] = []
         self.diag: dict[str, str] = {}
         self.create_subscription(Float64MultiArray, "/effort_controller/commands",
-                                 lambda m: self.commands.append((time.monotonic(), np.array(m.data))), 100)
+                                 lambda m: self.commands.append((time.monotonic(), np.array(m.data))), 200)
         self.create_subscription(JointState, "/joint_states",
                                  lambda m: self.joint_states.append((time.monotonic(), m)), 100)
         self.create_subscription(PointStamped, "/snn_controller/goal",

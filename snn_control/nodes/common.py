@@ -55,8 +55,12 @@ def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: i
     threads = int(os.environ.get("SNN_CONTROL_EXECUTOR_THREADS", threads))
     rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     stop = StopRequest()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda n, _f: stop.set(signal.Signals(n).name))
+
+    def catch_signals() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda n, _f: stop.set(signal.Signals(n).name))
+
+    catch_signals()
     node = None
     code = 0
     try:
@@ -66,6 +70,7 @@ def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: i
             print(f"[snn_control] refusing to start: {exc}", file=sys.stderr)
             return 2
         node.stop_request = stop  # a node may ask to stop (a failed thread, a fault)
+        catch_signals()  # again: a library imported while the node was built may have replaced them
         executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         try:

@@ -85,7 +85,7 @@ class PandaSimNode(Node):
         self.description_pub = self.create_publisher(String, "/robot_description", latched)
         self.description_pub.publish(String(data=urdf_for_rviz()))
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
-        self.create_subscription(Float64MultiArray, "/effort_controller/commands", self.on_command, 100)
+        self.create_subscription(Float64MultiArray, "/effort_controller/commands", self.on_command, 200)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/error_recovery", self.on_error_recovery)
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)

@@ -79,7 +79,9 @@ class SnnControllerNode(LifecycleNode):
         self._commands = 0
         self.control = MutuallyExclusiveCallbackGroup()
         self.service_group = MutuallyExclusiveCallbackGroup()  # loading a model does not block the loop
-        self.torque_pub = self.create_publisher(Float64MultiArray, "/effort_controller/commands", 10)
+        # 1 kHz, reliable: a history of 200 ms lets a briefly busy subscriber catch up on every
+        # command instead of missing some (a missed command is a step at the robot).
+        self.torque_pub = self.create_publisher(Float64MultiArray, "/effort_controller/commands", 200)
         self.prediction_pub = self.create_publisher(Float64MultiArray, "~/prediction", 10)
         self.error_pub = self.create_publisher(Float64, "~/prediction_error", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -377,6 +379,8 @@ class SnnControllerNode(LifecycleNode):
                       "model_version": core.model.version, "swaps": str(core.swaps),
                       "stale_events": str(core.stale_events), "refused_states": str(core.refused_states),
                       "refused_goals": str(core.refused_goals), "frozen_stamps": str(core.watchdog.frozen),
+                      "stop_latency_ms": "" if core.stop_latency_s is None else f"{1e3 * core.stop_latency_s:.6g}",
+                      "worst_stop_latency_ms": f"{1e3 * core.worst_stop_latency_s:.6g}",
                       "period_max_ms": f"{1e3 * core.stats.take_longest_period():.6g}",  # since the last report
                       "prediction_error_m": "" if self.last_error is None else f"{self.last_error:.6g}",
                       "firing_rate_hz": str({k: [round(x, 1) for x in v] for k, v in core.firing_rates_hz().items()})}

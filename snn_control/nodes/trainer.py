@@ -108,7 +108,8 @@ class TrainerNode(Node):
         if self.used.problem:
             self._report("error", message=self.used.problem)
         self._report("idle", message=f"watching {self.given or self.bag_dir} for bags ({len(self.used)} used "
-                                     f"before); running model {self.checkpoint}, the session start")
+                                     f"before); running model {self.checkpoint}, the session start (every "
+                                     f"candidate is gated against it too)")
 
     def _check_settings(self) -> None:
         """Settings that no bag can make work are refused at start, not once per round."""

@@ -137,6 +137,8 @@ class ControllerCore:
         self._prediction: np.ndarray | None = None
         self._active = False
         self._cycle = 0  # commands since start: a policy tick every commands_per_tick
+        self.stop_latency_s: float | None = None  # last stale stop: s from the last valid state
+        self.worst_stop_latency_s = 0.0
 
     @property
     def stale_events(self) -> int:  # times the joint states went stale while running
@@ -231,7 +233,7 @@ class ControllerCore:
         elif self._active:  # between ticks: stop as soon as the state goes bad, not at the next tick
             reason = self._stop_reason(now_s)
             if reason is not None:
-                result = self._stop(*reason)
+                result = self._stop(*reason, now_s=now_s)
         self._cycle += 1
         return self.safety(self.target), result
 
@@ -257,7 +259,11 @@ class ControllerCore:
         self.stats.record(now_s, time.perf_counter() - start)
         return result
 
-    def _stop(self, status: str, detail: str = "") -> TickResult:
+    def _stop(self, status: str, detail: str = "", now_s: float | None = None) -> TickResult:
+        if self._active and status == "stale" and now_s is not None and self.watchdog.valid_s is not None:
+            # from the last valid joint state to this first command of the stop ramp
+            self.stop_latency_s = now_s - self.watchdog.valid_s
+            self.worst_stop_latency_s = max(self.worst_stop_latency_s, self.stop_latency_s)
         self._status = status
         if self._active:  # leaving control: the next active stretch starts from a fresh state
             self.model.reset()
@@ -286,7 +292,7 @@ class ControllerCore:
     def _compute(self, now_s: float) -> TickResult:
         reason = self._stop_reason(now_s)
         if reason is not None:
-            return self._stop(*reason)
+            return self._stop(*reason, now_s=now_s)
         with self._lock:
             q, dq, q7, stamp = self._q, self._dq, self._q7, self._stamp
         model = self.model

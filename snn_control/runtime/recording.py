@@ -171,7 +171,8 @@ class SplitBagRecorder:
         return self.directory / f"{self.session}_{self._index:03d}"
 
     def _target(self) -> Path:
-        return self._split.path if self._split is not None else self._split_path()
+        split = self._split  # read once: the writer thread may swap it
+        return split.path if split is not None else self._split_path()
 
     def _fail(self, reason: str) -> None:
         self.failed_at = time.time()
@@ -218,7 +219,9 @@ class SplitBagRecorder:
             except queue.Empty:
                 item = None
             if item is not None:
+                self._unwritten += 1  # until written: a message the failure takes is counted
                 self._write(*item)
+                self._unwritten -= 1
             if time.monotonic() >= next_check:
                 self._split.flush()
                 self._split.check_in_place()

@@ -30,6 +30,7 @@ class StateWatchdog:
         self.received_s: float | None = None  # monotonic receipt time of the last fresh state
         self.stamp_s: float | None = None  # its header stamp (ROS clock)
         self.stamp_age_s: float | None = None  # stamp age at receipt
+        self.valid_s: float | None = None  # receipt time of the last state that was fresh on arrival
         self.frozen = 0  # states received whose stamp did not move on
         self.stale = False
         self.stale_events = 0
@@ -43,6 +44,9 @@ class StateWatchdog:
             return False
         self.received_s, self.stamp_s = mono_s, stamp_s
         self.stamp_age_s = (clock_s - stamp_s) if (stamp_s is not None and clock_s is not None) else None
+        if not (self.check_stamp and self.stamp_age_s is not None
+                and not -FUTURE_SLACK_S <= self.stamp_age_s <= self.timeout_s):
+            self.valid_s = mono_s
         return True
 
     def problem(self, mono_s: float) -> str | None:

@@ -3,9 +3,9 @@ restarted trainer does not fine-tune on the same sessions again.
 
 The ledger is ``OUTPUT_DIR/used_bags.json`` (a sorted list of absolute bag paths), written
 atomically after every change. A round's bags are marked only when the round completes
-(:meth:`BagLedger.marking`): a round that crashes leaves them for the next one. A ledger that cannot be read is moved aside as
-``used_bags.json.corrupt`` (nothing is deleted) and the trainer starts with an empty one,
-saying so.
+(:meth:`BagLedger.marking`): a round that crashes leaves them for the next one. A ledger
+that cannot be read is moved aside as ``used_bags.json.corrupt`` (nothing is deleted) and
+the trainer starts with an empty one, saying so.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..envs import make_batch
+from ..envs import EnvError, make_batch
 from ..envs.base import velocity_indices
 from ..models import IOSpecMismatch
 from .bags import SessionEpisodes
@@ -137,12 +137,18 @@ class SimulatedReach:
         env_cfg = dataclasses.replace(config.env, **env_overrides) if env_overrides else config.env
         self.env = make_batch(config.task, episodes, env_cfg)
         self.tasks = {k: heldout_tasks(self.env, episodes, k) for k in goal_sets}
+        self.errors: list[str] = []  # why a policy could not be scored (its figures are NaN)
 
     @torch.no_grad()
     def score(self, policy, goal_set: int) -> dict[str, float]:
-        """Median final distance and success rate on held-out goal set ``goal_set``."""
+        """Median final distance and success rate on held-out goal set ``goal_set``; NaN
+        for a policy the simulation refuses (NaN actions), which the gate then rejects."""
         starts, goals = self.tasks[goal_set]
-        final = rollout(self.env, policy, starts, goals).obs[:, -1]
+        try:
+            final = rollout(self.env, policy, starts, goals).obs[:, -1]
+        except EnvError as exc:
+            self.errors.append(f"goal set {goal_set}: {exc}")
+            return {"final_distance_median_m": math.nan, "success_rate": math.nan}
         return {"final_distance_median_m": float(np.median(self.env.distance(final, goals))),
                 "success_rate": float(np.mean(self.env.success(final, goals)))}
 
@@ -228,7 +234,8 @@ class _Run:
     total: int  # updates in all, for progress
 
 
-def _check_inputs(s: FinetuneSettings, config, spec, sessions: SessionEpisodes, warmup: int) -> None:
+def check_settings(s: FinetuneSettings, config) -> None:
+    """Refuse settings that no recorded data can make work, for the model of ``config``."""
     unknown = set(s.env_overrides) - {f.name for f in dataclasses.fields(config.env)}
     if unknown:
         raise FinetuneError(f"env_overrides: unknown {config.task} env keys {sorted(unknown)}")
@@ -240,8 +247,11 @@ def _check_inputs(s: FinetuneSettings, config, spec, sessions: SessionEpisodes, 
     for name in ("sim_tolerance", "heldout_tolerance"):
         if not getattr(s, name) >= 0:  # also refuses NaN
             raise FinetuneError(f"{name} must be a number >= 0, got {getattr(s, name)}")
-    if s.window <= warmup:
-        raise FinetuneError(f"window {s.window} must be longer than the warm-up ({warmup} steps)")
+    if s.window <= config.train.warmup:
+        raise FinetuneError(f"window {s.window} must be longer than the warm-up ({config.train.warmup} steps)")
+
+
+def _check_sessions(s: FinetuneSettings, spec, sessions: SessionEpisodes) -> None:
     if sessions.obs.shape[1:] != (s.window + 1, spec.obs_dim):
         raise FinetuneError(f"session windows have shape {sessions.obs.shape[1:]}, expected "
                             f"({s.window + 1}, {spec.obs_dim}); read them with length={s.window}")
@@ -335,8 +345,9 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
     predictor, policy, spec, config = load_model(model_dir)
     if predictor is None:
         raise FinetuneError(f"{model_dir}: a {config.algorithm} model has no forward model to fine-tune through")
+    check_settings(s, config)
+    _check_sessions(s, spec, sessions)
     t = dataclasses.replace(config.train, batch=s.batch)
-    _check_inputs(s, config, spec, sessions, t.warmup)
     running = load_model(model_dir)[:2]
     session_start_dir = Path(session_start_dir or model_dir)
     start_is_running = session_start_dir.resolve() == Path(model_dir).resolve()
@@ -371,6 +382,7 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
 
         figures = {"running": measure(running), "candidate": measure((predictor, policy))}
         figures["session_start"] = figures["running"] if start_is_running else measure(start)
+        sim_errors = sim.errors
     finally:
         sim.close()
 
@@ -390,7 +402,7 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
                     "gate": int(len(gate_idx)), "steps": s.window},
         "heldout": {"windows": "gate", **{name: figures[name][0] for name in figures}},
         "simulation": {"episodes": s.validation_episodes, "env_overrides": dict(s.env_overrides),
-                       "goal_set": GATE_SET, **{name: figures[name][1] for name in figures}},
+                       "goal_set": GATE_SET, **{name: figures[name][1] for name in figures}, "errors": sim_errors},
         "predictor_early_stop": {"windows": "selection", "kept_update": kept_predictor, "heldout_curve": curve},
         "policy_selection": {"goal_set": SELECTION_SET, "kept_update": kept_policy, "simulated_median_m": snapshots},
         "losses": {"predictor_first": pred_losses[0] if pred_losses else None,
