@@ -15,7 +15,8 @@ The trainer node (and ``snn-control finetune``) call :func:`finetune` with the w
    running model and the model the session started from (``session_start_dir``: the
    trainer node's first model; for ``snn-control finetune`` the running model itself), so
    that accepted rounds cannot drift further than one tolerance from where the session
-   began. Every model is measured the same way:
+   began: each figure may exceed the better reference's by its tolerance at most. Every
+   model is measured the same way:
    - imagination from the gate windows' states towards their goals, all policies judged
      by the candidate's forward model (the better model of the recorded world), with
      ``heldout_tolerance`` slack;
@@ -24,7 +25,8 @@ The trainer node (and ``snn-control finetune``) call :func:`finetune` with the w
      known payload), else it is the plant the model was trained on;
    - every figure and every training loss finite (a NaN anywhere rejects).
    Goal sets: ``snn-control eval`` reports set 0, the snapshot is chosen on set 1, the gate
-   judges on set 2 (each drawn from its own seeded stream, so the goals differ);
+   judges on set 2 (each drawn from its own seeded stream, so the goals differ). The
+   report's ``checks`` name each check with its figures, limit and verdict;
 4. :func:`write_version` writes an accepted candidate atomically as ``<root>/vNNNN/``: a
    complete model directory with ``VERSION`` and ``finetune.json`` (this report), made
    under a temporary name and renamed, so a reader never sees half a model.
@@ -203,15 +205,15 @@ def _change(after: float, reference: float) -> str:
 def describe(check: dict) -> str:
     """One check in words: the candidate's figure, its change against each reference, the
     limit and tolerance, and the verdict (a worse candidate is never called 'no worse')."""
-    verdict = "passed" if check["passed"] else "FAILED"
+    outcome = "passed" if check["passed"] else "FAILED"
     if check["check"] == FINITE_CHECK:
         return (f"non-finite figures or losses: candidate {check['after']}, running model {check['before']}, "
-                f"session start {check['session_start']} (none allowed): {verdict}")
+                f"session start {check['session_start']} (none allowed): {outcome}")
     words = COMPARED[check["check"]][2]
     after, before, start = check["after"], check["before"], check["session_start"]
     return (f"{words} {after:.4g} m ({_change(after, before)} against the running model's {before:.4g} m, "
             f"{_change(after, start)} against the session start's {start:.4g} m; limit {check['limit']:.4g} m, "
-            f"tolerance {check['tolerance']:+.0%}): {verdict}")
+            f"tolerance {check['tolerance']:+.0%}): {outcome}")
 
 
 def verdict(checks: list[dict]) -> str:
