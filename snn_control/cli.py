@@ -58,6 +58,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model_dir = Path(args.model_dir)
     result = evaluate(model_dir, args.episodes, args.seed, config_mod.key_values(args.env, "--env"))
+    if args.suite == "robustness":
+        from .training.robustness import robustness
+
+        result["robustness"] = robustness(model_dir, result["episodes"], args.seed)
     out = Path(args.out) if args.out else model_dir / "eval.json"
     write_eval(result, out)
     from .training.checkpoint import load_model
@@ -72,6 +76,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"{result['final_distance_median_m']:.4f} {unit}, p90 {result['final_distance_p90_m']:.4f} {unit}"
           + (f", success at 2 cm {result['success_rate_2cm']:.1%}" if "success_rate_2cm" in result else "")
           + f"; classical {result['classical']['success_rate']:.1%}")
+    if "robustness" in result:
+        from .training.plots import plot_robustness
+
+        rob = result["robustness"]
+        plot_robustness(rob, Path(f"{stem}_robustness.png"))
+        for name in rob["plants"]:
+            print(f"  {name:24s} {rob[name]['success_rate']:6.1%} within 5 cm, {rob[name]['success_rate_2cm']:6.1%} "
+                  f"within 2 cm, median {rob[name]['final_distance_median_m']:.4f} m; classical "
+                  f"{rob['classical'][name]['success_rate']:.1%}")
+        print(f"  mean {rob['mean']['success_rate']:.1%} / {rob['mean']['success_rate_2cm']:.1%}, "
+              f"worst {rob['worst']['plant']} {rob['worst']['success_rate']:.1%}")
     print(f"wrote {out} and {stem}_reach.png")
     return 0
 
@@ -212,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON path (default MODEL_DIR/eval.json); PNGs beside it")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="change the simulated plant, e.g. --env hand_payload_kg=1.0 (use with --out)")
+    p.add_argument("--suite", choices=["robustness"],
+                   help="also run the held-out goals under the named plants of training/robustness.py "
+                        "(Panda): the eval JSON's 'robustness' object")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("demo", help="run a shipped controller in the closed loop, per-goal results")
     p.add_argument("model_dir", nargs="?", default=str(REPO_ROOT / "models" / "panda_snn"))

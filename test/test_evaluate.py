@@ -128,3 +128,31 @@ def test_eval_with_a_changed_plant_records_it_and_refuses_unknown_keys(tmp_path,
     assert main(["eval", "models/panda_snn", "--episodes", "2", "--env", "payload=1",
                  "--out", str(tmp_path / "e.json")]) == 2
     assert "unknown panda env keys ['payload']" in capsys.readouterr().err
+
+
+def test_robustness_suite_names_its_plants_and_keys():
+    """The suite's JSON: every named plant with the five figures, their mean and the worst
+    plant, and the classical reference through the same plants."""
+    from snn_control.training.robustness import KEYS, PLANTS, robustness
+
+    rob = robustness("models/panda_snn", 2)
+    names = ["nominal", "payload_1kg", "friction_x2", "action_delay_2_steps", "joint_noise",
+             "link_masses_plus_20pct", "wider_workspace"]
+    assert list(rob["plants"]) == names == list(PLANTS)
+    assert rob["plants"]["payload_1kg"]["hand_payload_kg"] == 1.0
+    assert rob["plants"]["nominal"]["joint_friction"] == "gaz2019"  # every plant has the arm's friction
+    for part in (rob, rob["classical"]):
+        for name in names:
+            assert set(part[name]) == set(KEYS) and 0.0 <= part[name]["success_rate"] <= 1.0
+        assert set(part["mean"]) == set(KEYS)
+        assert part["worst"]["plant"] in names
+        assert part["worst"]["success_rate"] == min(part[n]["success_rate"] for n in names)
+        assert part["mean"]["success_rate"] == pytest.approx(np.mean([part[n]["success_rate"] for n in names]))
+
+
+def test_robustness_suite_is_for_the_panda():
+    from snn_control.envs import EnvError
+    from snn_control.training.robustness import robustness
+
+    with pytest.raises(EnvError, match="Panda only"):
+        robustness("models/reacher_snn", 2)

@@ -28,7 +28,7 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 rclpy = pytest.importorskip("rclpy")
 import rclpy.executors  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PointStamped, PoseStamped  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
@@ -43,7 +43,7 @@ ARM = [f"panda_joint{i}" for i in range(1, 8)]
 READY = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 
 
-def start(node: str, *params: str, autostart: bool = True) -> subprocess.Popen:
+def start(node: str, *params: str, autostart: bool = True, env: dict | None = None) -> subprocess.Popen:
     """A node as its own process; the (managed) controller configures and activates itself
     unless ``autostart`` is false (then a test drives its transitions)."""
     cmd = [sys.executable, "-m", f"snn_control.nodes.{node}", "--ros-args", "--params-file", PARAMS]
@@ -52,7 +52,7 @@ def start(node: str, *params: str, autostart: bool = True) -> subprocess.Popen:
     for p in params:
         cmd += ["-p", p]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     proc.lines = []  # its output so far, read by a thread so a full pipe never blocks it
     proc.reader = threading.Thread(target=lambda: proc.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     proc.reader.start()
@@ -501,8 +501,8 @@ def test_ctrl_c_stops_the_running_nodes_cleanly(ros, tmp_path):
     procs = {"sim": start("panda_sim"), "controller": start("snn_controller"),
              "recorder": start("recorder", f"directory:={tmp_path / 'bags'}")}
     try:
-        ros.commands.clear()
-        assert ros.spin(60, until=lambda: len(ros.commands) > 5), "the controller never commanded"
+        ros.commands.clear()  # 500: half a second of this controller's stream, not a late one of the last
+        assert ros.spin(60, until=lambda: len(ros.commands) > 500), "the controller never commanded"
         for _ in range(3):
             ros.send_pose(GOALS[0])
             ros.spin(1.0)
@@ -511,3 +511,132 @@ def test_ctrl_c_stops_the_running_nodes_cleanly(ros, tmp_path):
     for name, proc in procs.items():
         assert proc.returncode == 0, f"{name} exited {proc.returncode}: {logs[name][-2000:]}"
         assert "Traceback" not in logs[name] and "RCLError" not in logs[name], f"{name}: {logs[name][-3000:]}"
+
+
+class ArmStates:
+    """This process plays the arm: joint states at ``rate_hz``, stamped now, from a thread."""
+
+    def __init__(self, ros, rate_hz: float = 250.0) -> None:
+        self.ros, self.period, self.running = ros, 1.0 / rate_hz, True
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while self.running:
+            msg = JointState(name=ARM, position=READY, velocity=[0.0] * 7, effort=[0.0] * 7)
+            msg.header.stamp = self.ros.get_clock().now().to_msg()
+            self.ros.state_pub.publish(msg)
+            time.sleep(self.period)
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join()
+
+
+def _commanding_controller(ros, *params, env=None):
+    """A controller driving this process's arm towards a goal, with nonzero torque."""
+    proc = start("snn_controller", "diagnostics_period_s:=0.2", *params, env=env)
+    arm = ArmStates(ros)
+    ros.commands.clear()
+    ok = ros.spin(60, until=lambda: len(ros.commands) > 300 and np.abs(ros.commands[-1][1]).max() > 1.5)
+    if not ok:
+        arm.stop()
+        pytest.fail(f"the controller never commanded torque: {stop(proc)[-2000:]}")
+    return proc, arm
+
+
+@pytest.mark.parametrize("way", ["SIGINT", "SIGTERM", "tick_exception"])
+def test_every_way_out_ends_in_zero_torque_reached_by_a_ramp(ros, way):
+    env = {"SNN_CONTROLLER_FAIL_AT_COMMAND": "2000"} if way == "tick_exception" else None
+    proc, arm = _commanding_controller(ros, env=env)
+    try:
+        if way != "tick_exception":
+            proc.send_signal(getattr(signal, way))
+        proc.wait(timeout=20)
+        ros.spin(0.5)
+    finally:
+        arm.stop()
+        log = stop(proc)
+    torques = np.array([c for _, c in ros.commands])
+    assert not np.any(torques[-1]), f"last command {torques[-1]} ({way}): {log[-2000:]}"
+    assert np.abs(np.diff(torques, axis=0)).max() <= 1.0 + 1e-9
+    assert proc.returncode == (1 if way == "tick_exception" else 0), log[-2000:]
+    assert "ramped to zero torque" in log
+
+
+def test_deactivate_ramps_to_zero_and_stays_up_then_activate_resumes(ros):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    proc, arm = _commanding_controller(ros)
+    try:
+        change = ros.call(ChangeState, "/snn_controller/change_state",
+                          ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+        assert change.success
+        ros.spin(0.5)
+        count = len(ros.commands)
+        ros.spin(0.5)
+        assert len(ros.commands) == count and not np.any(ros.commands[-1][1])  # silent, at zero
+        assert proc.poll() is None
+        change = ros.call(ChangeState, "/snn_controller/change_state",
+                          ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
+        assert change.success and ros.spin(10, until=lambda: np.abs(ros.commands[-1][1]).max() > 1.0)
+    finally:
+        arm.stop()
+        stop(proc)
+    torques = np.array([c for _, c in ros.commands])
+    assert np.abs(np.diff(torques, axis=0)).max() <= 1.0 + 1e-9
+
+
+def test_a_bad_reload_is_refused_and_the_controller_keeps_commanding(ros, tmp_path):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(REPO / "models" / "panda_snn", bad)
+    (bad / "io_spec.json").write_text("null")
+    proc, arm = _commanding_controller(ros)
+    try:
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(bad))
+        assert ros.call(SetParameters, "/snn_controller/set_parameters",
+                        SetParameters.Request(parameters=[Parameter(name="checkpoint", value=value)])).results[0].successful
+        response = ros.call(Trigger, "/snn_controller/reload_model", Trigger.Request())
+        assert not response.success and "kept the running model" in response.message
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float("nan"))
+        refused = ros.call(SetParameters, "/snn_controller/set_parameters",
+                           SetParameters.Request(parameters=[Parameter(name="state_timeout_s", value=value)]))
+        assert not refused.results[0].successful and "configure" in refused.results[0].reason
+        count = len(ros.commands)
+        ros.spin(1.0)
+        assert proc.poll() is None and len(ros.commands) > count + 500
+        assert np.abs(ros.commands[-1][1]).max() > 1.0  # still driving
+    finally:
+        arm.stop()
+        stop(proc)
+
+
+def test_the_old_50hz_stream_trips_the_simulated_reflex_until_error_recovery(ros):
+    """A stream of one command per policy step (50 Hz, up to 20 N m apart) is what the real
+    arm stops on; the simulator does too, holds, and resumes only after error recovery."""
+    sim = start("panda_sim", "diagnostics_period_s:=0.2")
+    controller = start("snn_controller", "command_rate_hz:=50.0")
+    faults = []
+    sub = ros.create_subscription(DiagnosticArray, "/diagnostics", lambda m: faults.extend(
+        s.message for s in m.status if s.name.startswith("panda_sim") and s.level == DiagnosticStatus.ERROR), 10)
+    try:
+        ros.send_pose(GOALS[0])
+        assert ros.spin(60, until=lambda: any("torque discontinuity" in f for f in faults)), faults
+    finally:
+        stop(controller)
+    try:
+        response = ros.call(Trigger, "/panda_sim/error_recovery", Trigger.Request())
+        assert response.success and "torque discontinuity" in response.message
+        faults.clear()
+        ros.spin(1.0)
+        assert not faults
+    finally:
+        ros.destroy_subscription(sub)
+        log = stop(sim)
+    assert "reflex: torque discontinuity" in log

@@ -85,7 +85,12 @@ class PandaSimNode(Node):
         self.description_pub = self.create_publisher(String, "/robot_description", latched)
         self.description_pub.publish(String(data=urdf_for_rviz()))
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
-        self.create_subscription(Float64MultiArray, "/effort_controller/commands", self.on_command, 200)
+        # Commands are taken by the physics thread itself before each physics step, every one
+        # in order (reflex checks see each step), not delivered by the executor: a GIL-starved
+        # executor thread fell behind a 1 kHz stream and the publisher's history overflowed.
+        self._command_node = Node("panda_sim_commands", context=self.context, start_parameter_services=False)
+        self._command_sub = self._command_node.create_subscription(
+            Float64MultiArray, "/effort_controller/commands", lambda _: None, 200)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/error_recovery", self.on_error_recovery)
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
@@ -96,6 +101,11 @@ class PandaSimNode(Node):
         self.get_logger().info(
             f"Panda simulated at {1 / p['physics_dt']:.0f} Hz, joint states at {p['publish_rate_hz']:.0f} Hz, "
             f"{'sim time (/clock)' if self.use_sim_time else 'wall time'}, x{p['real_time_factor']} real time")
+
+    def take_commands(self) -> None:
+        with self._command_sub.handle:
+            while (taken := self._command_sub.handle.take_message(Float64MultiArray, False)) is not None:
+                self.on_command(taken[0])
 
     def on_command(self, msg: Float64MultiArray) -> None:
         data = np.asarray(msg.data, dtype=np.float64)
@@ -173,6 +183,7 @@ class PandaSimNode(Node):
         next_wake = time.monotonic()
         while self._running and self.context.ok():
             for _ in range(self.steps_per_publish):  # commands take effect from the next physics step
+                self.take_commands()
                 with self._lock:
                     idle = self.command_time is not None and self.sim_time - self.command_time > timeout
                     if idle and self.fault is None and np.any(self.command):
@@ -211,6 +222,7 @@ class PandaSimNode(Node):
     def close(self) -> None:
         self._running = False
         self._thread.join(timeout=2.0)
+        self._command_node.destroy_node()
         self.env.close()
 
 

@@ -84,3 +84,25 @@ def plot_training(metrics_path: Path, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def plot_robustness(robustness: dict[str, Any], path: Path) -> None:
+    """Success within 5 cm and 2 cm per plant of the robustness suite, beside the classical reference."""
+    plants = list(robustness["plants"])
+    x = np.arange(len(plants))
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    for offset, (label, source, key, color) in enumerate((
+            ("policy, 5 cm", robustness, "success_rate", "tab:blue"),
+            ("policy, 2 cm", robustness, "success_rate_2cm", "tab:cyan"),
+            ("classical, 5 cm", robustness["classical"], "success_rate", "tab:gray"))):
+        ax.bar(x + (offset - 1) * 0.27, [100 * source[p][key] for p in plants], 0.27, label=label, color=color)
+    ax.axhline(90, color="tab:red", ls="--", lw=1, label="90 %")
+    ax.set_xticks(x, [p.replace("_", " ") for p in plants], rotation=15)
+    ax.set_ylabel("held-out goals reached [%]")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"robustness suite: mean {100 * robustness['mean']['success_rate']:.1f} % within 5 cm, "
+                 f"worst {robustness['worst']['plant']} {100 * robustness['worst']['success_rate']:.1f} %")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
