@@ -60,6 +60,10 @@ class ModelConfig:
     goal_error: bool = False  # the policy sees the goal minus the effector's position (its
     # error) instead of the goal: a spiking net then need not resolve a 1 cm difference
     # between two inputs of ~0.5 m each
+    goal_integral_gain: float = 0.0  # 1/s; > 0: integral action, the policy sees the goal moved
+    # by this x the leaky integral of the effector's error (models.networks.GoalIntegral)
+    goal_integral_tau_s: float = 1.0  # s, the integral's leak
+    goal_integral_limit_m: float = 0.1  # m s per axis, the integral's bound (no wind-up)
     gru_hidden: int = 500  # baseline sizes (seed 000)
     mlp_hidden: int = 500
 
@@ -262,6 +266,9 @@ def _validate(config: ExperimentConfig, where: str) -> None:
         raise ConfigError(f"{where}.rl.updates_per_step: must be > 0 (fractions carry over), got {r.updates_per_step}")
     if m.kind not in ("snn", "gru"):
         raise ConfigError(f"{where}.model.kind: expected 'snn' or 'gru', got {m.kind!r}")
+    if not (m.goal_integral_gain >= 0 and m.goal_integral_tau_s > 0 and m.goal_integral_limit_m > 0):
+        raise ConfigError(f"{where}.model: goal_integral_gain must be >= 0, goal_integral_tau_s and "
+                          f"goal_integral_limit_m > 0")
     if m.neuron not in ("alif", "lif"):
         raise ConfigError(f"{where}.model.neuron: expected 'alif' or 'lif', got {m.neuron!r}")
     for key in ("hidden", "layers", "substeps"):

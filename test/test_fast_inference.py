@@ -75,11 +75,12 @@ def test_fast_net_refuses_unequal_layer_sizes():
 
 
 @pytest.mark.parametrize("kind,extra", [("snn", {}), ("snn", {"momentum_prior": True, "action_term": True}),
-                                        ("snn", {"goal_error": True}), ("gru", {}), ("gru", {"goal_error": True})])
+                                        ("snn", {"goal_error": True}), ("gru", {}), ("gru", {"goal_error": True}),
+                                        ("snn", {"goal_integral_gain": 2.0, "goal_integral_tau_s": 0.5})])
 def test_fast_policy_and_predictor_match_modules(kind, extra):
     cfg = ModelConfig(kind=kind, hidden=48, rank=8, substeps=2, gru_hidden=32, mlp_hidden=32, **extra)
     torch.manual_seed(0)
-    predictor, policy = build_networks(cfg, 9, 6, 3, effector=(6, 9))
+    predictor, policy = build_networks(cfg, 9, 6, 3, effector=(6, 9), control_period_s=0.02)
     with torch.no_grad():
         predictor.delta_scale.uniform_(0.01, 0.1)
         if predictor.action_term is not None:
@@ -101,3 +102,19 @@ def test_fast_policy_and_predictor_match_modules(kind, extra):
             np.testing.assert_allclose(p, p_ref[0].double().numpy(), atol=tol, rtol=0)
     assert np.all(np.abs(a) <= 1.0)
     assert (fast_pol.firing_rates_hz().size > 0) == (kind == "snn")
+
+
+def test_goal_integral_moves_the_goal_by_the_integrated_error_within_its_bound():
+    from snn_control.models.networks import GoalIntegral
+
+    rule = GoalIntegral(gain=2.0, tau_s=1.0, limit_m=0.01, period_s=0.02, effector=(0, 3))
+    obs, goal = np.zeros((1, 3)), np.array([[0.1, 0.0, -0.1]])  # a steady 10 cm error on x and z
+    integral, seen = None, []
+    for _ in range(40):
+        shifted, integral = rule.shifted(obs, goal, integral)
+        seen.append(shifted - goal)
+    assert seen[0][0, 0] == pytest.approx(2.0 * 0.1 * 0.02)  # gain x error x period after one step
+    assert seen[0][0, 1] == 0.0 and seen[0][0, 2] < 0  # each axis by its own error
+    np.testing.assert_allclose(seen[-1], [[0.02, 0.0, -0.02]])  # held at gain x limit: no wind-up
+    torch_shifted, _ = rule.shifted(torch.zeros(1, 3), torch.tensor(goal), None)
+    np.testing.assert_allclose(torch_shifted.numpy() - goal, seen[0])

@@ -15,6 +15,8 @@ All share one interface, one control step per call, batch first:
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -151,20 +153,52 @@ def policy_input(obs, goal, goal_error: tuple[int, int] | None):
     return (torch.cat if isinstance(obs, torch.Tensor) else np.concatenate)([obs, goal], -1)
 
 
+@dataclass(frozen=True)
+class GoalIntegral:
+    """Integral action for a reach policy: it is shown the goal moved by ``gain`` x the leaky
+    integral (time constant ``tau_s``, each axis within +-``limit_m``) of the effector's
+    error, so a steady error that a steady load causes keeps moving the goal it aims at until
+    the effector is where it should be. ``effector``: the effector's slice in the observation."""
+
+    gain: float  # 1/s: goal shift per metre-second of error
+    tau_s: float
+    limit_m: float
+    period_s: float  # the control period the integral advances by each step
+    effector: tuple[int, int]
+
+    def shifted(self, obs, goal, integral):
+        """``(goal the policy sees, new integral)``; ``integral`` None at an episode's start.
+        Works on torch tensors and numpy arrays alike (the controller's fast path uses it too)."""
+        error = goal - obs[..., self.effector[0]:self.effector[1]]
+        decay = math.exp(-self.period_s / self.tau_s)
+        integral = error * self.period_s if integral is None else decay * integral + error * self.period_s
+        integral = integral.clamp(-self.limit_m, self.limit_m) if isinstance(integral, torch.Tensor) \
+            else np.clip(integral, -self.limit_m, self.limit_m)
+        return goal + self.gain * integral, integral
+
+
 class SpikingPolicy(nn.Module):
-    """(obs, goal) -> feed-forward spiking layers -> tanh of the readout potential."""
+    """(obs, goal) -> feed-forward spiking layers -> tanh of the readout potential. With a
+    :class:`GoalIntegral` the state carries the integral beside the network's."""
 
     def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, net_kwargs: dict[str, Any], layers: int,
-                 goal_error: tuple[int, int] | None = None) -> None:
+                 goal_error: tuple[int, int] | None = None, goal_integral: GoalIntegral | None = None) -> None:
         super().__init__()
         self.goal_error = goal_error
+        self.goal_integral = goal_integral
         self.net = SpikingNet(obs_dim + goal_dim, act_dim, recurrent=[False] * layers, **net_kwargs)
 
     def initial_state(self, batch: int, like: torch.Tensor):
-        return self.net.initial_state(batch, like)
+        state = self.net.initial_state(batch, like)
+        return (state, None) if self.goal_integral is not None else state
 
     def step(self, obs, goal, state):
+        if self.goal_integral is not None:
+            state, integral = state
+            goal, integral = self.goal_integral.shifted(obs, goal, integral)
         potential, state = self.net.step(policy_input(obs, goal, self.goal_error), state)
+        if self.goal_integral is not None:
+            state = (state, integral)
         return torch.tanh(potential), potential, state
 
     def calibrate(self, episodes_obs: np.ndarray, goals: np.ndarray) -> None:
@@ -226,17 +260,24 @@ def spiking_nets(module: nn.Module) -> list[SpikingNet]:
 
 def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
                    kinematics: dict[str, Any] | None = None,
-                   effector: tuple[int, int] | None = None) -> tuple[nn.Module, nn.Module]:
+                   effector: tuple[int, int] | None = None,
+                   control_period_s: float | None = None) -> tuple[nn.Module, nn.Module]:
     """Predictor and policy from one :class:`~snn_control.config.ModelConfig`; ``kinematics``
     (the task's layout, :mod:`.kinematics`) when ``model_cfg.kinematic_prior``, and the
     effector's slice of the observation when ``model_cfg.goal_error``."""
     if model_cfg.kinematic_prior and kinematics is None:
         raise ValueError("model.kinematic_prior needs the task's kinematic layout")
-    if model_cfg.goal_error and (effector is None or effector[1] - effector[0] != goal_dim):
-        raise ValueError(f"model.goal_error needs the effector's slice of the observation, "
+    if (model_cfg.goal_error or model_cfg.goal_integral_gain) and (effector is None or effector[1] - effector[0] != goal_dim):
+        raise ValueError(f"model.goal_error and model.goal_integral_gain need the effector's slice of the observation, "
                          f"{goal_dim} entries like the goal; got {effector}")
     kinematics = kinematics if model_cfg.kinematic_prior else None
     goal_error = tuple(effector) if model_cfg.goal_error else None
+    integral = None
+    if model_cfg.goal_integral_gain:
+        if model_cfg.kind != "snn" or control_period_s is None:
+            raise ValueError("model.goal_integral_gain: for a spiking policy, with the control period given")
+        integral = GoalIntegral(model_cfg.goal_integral_gain, model_cfg.goal_integral_tau_s,
+                                model_cfg.goal_integral_limit_m, control_period_s, tuple(effector))
     if model_cfg.kind == "gru":
         return (
             GRUPredictor(obs_dim, act_dim, model_cfg.gru_hidden, model_cfg.momentum_prior,
@@ -260,5 +301,5 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
                          model_cfg.action_term, kinematics),
         SpikingPolicy(obs_dim, goal_dim, act_dim,
                       kwargs(readout_learn_tau=model_cfg.learn_tau and model_cfg.policy_readout_learn_tau),
-                      model_cfg.layers, goal_error),
+                      model_cfg.layers, goal_error, integral),
     )

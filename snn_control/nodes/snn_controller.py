@@ -37,6 +37,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped, PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -291,7 +292,7 @@ class SnnControllerNode(LifecycleNode):
         bounded: max |torque| / step commands, plus that last one. Returns the count."""
         core = self.core
         if core is None:
-            self._publish([0.0] * len(self.params["joint_names"]))
+            self._send_last_zero([0.0] * len(self.params["joint_names"]))
             return 1
         period, sent = core.settings.command_period_s, 0
         next_slot = time.monotonic()
@@ -300,9 +301,19 @@ class SnnControllerNode(LifecycleNode):
             self._publish(torque)
             sent += 1
             if not np.any(torque):
+                self._send_last_zero(torque)
                 return sent
             next_slot += period
             time.sleep(max(0.0, next_slot - time.monotonic()))
+
+    def _send_last_zero(self, zero) -> None:
+        """Zero again, twice (no step: it is zero already), then wait until every reader has
+        it: the process may end next, and a last command lost in transit leaves a torque."""
+        for _ in range(2):
+            time.sleep(self.core.settings.command_period_s if self.core else 0.001)
+            self._publish(zero)
+        if not self.torque_pub.wait_for_all_acked(Duration(seconds=1.0)):
+            self.get_logger().warning("the last zero-torque command was not acknowledged by every reader within 1 s")
 
     def stop_arm(self, why: str) -> None:
         """Stop the command loop (if it runs) and ramp to zero torque; zero is the last command."""

@@ -28,6 +28,8 @@ class FastPolicy:
 
         self.spiking = isinstance(policy, SpikingPolicy)
         self._goal_error = getattr(policy, "goal_error", None)
+        self._integral_rule = getattr(policy, "goal_integral", None)  # integral action, as in training
+        self._integral = None
         self._net = FastSpikingNet(policy.net) if self.spiking else None
         self._actor = (FastSpikingActor(policy.actor) if isinstance(policy, ActorPolicy)
                        and isinstance(policy.actor, SpikingActor) else None)
@@ -36,6 +38,7 @@ class FastPolicy:
         self.reset()
 
     def reset(self) -> None:
+        self._integral = None
         if self._net is not None:
             self._net.reset()
         elif self._actor is not None:
@@ -44,6 +47,9 @@ class FastPolicy:
             self._state = self._module.initial_state(1, torch.zeros(1))
 
     def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        if self._integral_rule is not None:
+            goal, self._integral = self._integral_rule.shifted(np.asarray(obs, np.float64), np.asarray(goal, np.float64),
+                                                               self._integral)
         if self._net is not None:
             return np.tanh(self._net.step(policy_input(obs, goal, self._goal_error)))
         if self._actor is not None:
