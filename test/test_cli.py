@@ -30,3 +30,40 @@ def test_results_table(tiny_run, tmp_path):
     main(["eval", str(tiny_run), "--episodes", "4", "--out", str(tiny_run / "eval.json")])
     table = results_table([tiny_run])
     assert table.count("\n") == 2 and "| reacher |" in table
+
+
+def test_bringup_keeps_discovery_on_this_host_unless_told(monkeypatch):
+    """Bring-up starts its nodes with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST by default,
+    and a range the user set is kept."""
+    import subprocess
+
+    from snn_control.nodes import bringup
+
+    seen = []
+
+    class FakePopen:
+        def __init__(self, cmd, env=None):
+            seen.append((cmd, env))
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
+    bringup.start_nodes(bringup.BringupOptions(teleop=False))
+    assert seen and all(env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" for _, env in seen)
+    seen.clear()
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET")
+    bringup.start_nodes(bringup.BringupOptions(teleop=False))
+    assert all(env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "SUBNET" for _, env in seen)
+
+
+def test_bringup_summarises_how_each_node_stopped():
+    import subprocess
+    import sys
+
+    from snn_control.nodes.bringup import stop_nodes
+
+    procs = {"quiet": subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]),
+             "failing": subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])}
+    procs["failing"].wait()
+    line = stop_nodes(procs)
+    assert line.startswith("stopped: ") and "failing exit 3" in line
+    assert "quiet exit" in line  # SIGINT ends it: Python's KeyboardInterrupt

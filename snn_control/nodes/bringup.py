@@ -31,6 +31,7 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from visualization_msgs.msg import InteractiveMarkerFeedback
 from visualization_msgs.srv import GetInteractiveMarkers
@@ -86,15 +87,21 @@ def start_nodes(options: BringupOptions) -> dict[str, subprocess.Popen]:
         overrides[node].append(assignment)
     env = {**os.environ}
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # no participant off this host
-    # New sessions: a Ctrl-C in the terminal reaches bring-up alone, which then stops each
-    # node in order (a node stopped together with bring-up could not be told apart from one that died).
-    return {n: subprocess.Popen(node_command(n, options.params, overrides[n]), env=env, start_new_session=True)
-            for n in names}
+    # Same process group: a Ctrl-C in the terminal reaches every node at once, each takes its
+    # own way out (the controller's ramp to zero), and bring-up reports how each ended.
+    return {n: subprocess.Popen(node_command(n, options.params, overrides[n]), env=env) for n in names}
 
 
-def stop_nodes(procs: dict[str, subprocess.Popen]) -> str:
-    """SIGINT to every node still running (each takes its own way out), SIGKILL to any that
+def stop_nodes(procs: dict[str, subprocess.Popen], grace_s: float = 0.0) -> str:
+    """After ``grace_s`` for nodes that are stopping already (a Ctrl-C reached them too),
+    SIGINT to every node still running (each takes its own way out), SIGKILL to any that
     has not exited within 10 s. Returns one summary line."""
+    deadline = time.monotonic() + grace_s
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -236,8 +243,11 @@ def demo_goals(n: int, seed: int) -> np.ndarray:
 
 def run_bringup(options: BringupOptions) -> int:
     procs = start_nodes(options)
+    grace_s = 0.0  # how long the nodes may take to stop by themselves
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    rclpy.init(args=[])
+    # Without rclpy's handlers, Ctrl-C is a KeyboardInterrupt here (not a context shut down
+    # under the monitor), and the nodes, which got it too, take their own ways out.
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     monitor = Monitor()
     try:
         monitor.activate()
@@ -246,7 +256,8 @@ def run_bringup(options: BringupOptions) -> int:
             print("running; Ctrl-C stops every node")
             while all(p.poll() is None for p in procs.values()):
                 monitor.spin_for(0.5, status=True)
-            print("\na node exited; stopping the others")
+            print("\na node exited (Ctrl-C, or a failure: see its log); stopping the others")
+            grace_s = 5.0  # a Ctrl-C that reached the nodes first: let them finish their ways out
             return 1
         goals = demo_goals(options.goals, options.seed)
         print(f"demo: {len(goals)} held-out goals, {options.goal_time_s:.0f} s each, success within "
@@ -266,9 +277,11 @@ def run_bringup(options: BringupOptions) -> int:
         print(f"{reached}/{len(goals)} goals reached")
         return 0 if reached == len(goals) else 1
     except KeyboardInterrupt:
+        print("\ninterrupted")
+        grace_s = 5.0  # the nodes got the Ctrl-C too and are on their ways out
         return 130
     finally:
         monitor.kinematics.close()
         monitor.destroy_node()
         rclpy.try_shutdown()
-        print("\n" + stop_nodes(procs))
+        print("\n" + stop_nodes(procs, grace_s))
