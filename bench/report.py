@@ -116,11 +116,14 @@ def tables(quick: bool) -> str:
     r = _load("control_loop", quick)
     if r:
         out += ["### control_loop (snn_controller node, simulator in another process, over DDS)", "",
-                "| rate Hz | ticks | period p50 ms | period p99 ms | compute p99 us | deadline misses | stale events |",
-                "|---|---|---|---|---|---|---|"]
+                "| policy rate Hz | ticks | period p50 ms | period p99 ms | compute p99 us | deadline misses | stale events "
+                "| commands (1 kHz) | command period p99 ms | commands > 1 ms late |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for run in r["runs"]:
+            late = f"{100 * run['command_late_rate']:.2f} %" if "command_late_rate" in run else "-"
             out.append(f"| {run['rate_hz']:g} | {run['ticks']} | {run['period_p50_ms']:.2f} | {run['period_p99_ms']:.2f} | "
-                       f"{run['compute_p99_us']:.0f} | {100 * run['deadline_miss_rate']:.2f} % | {run.get('stale_events', '-')} |")
+                       f"{run['compute_p99_us']:.0f} | {100 * run['deadline_miss_rate']:.2f} % | {run.get('stale_events', '-')} "
+                       f"| {run.get('commands', '-')} | {run.get('command_period_p99_ms', float('nan')):.2f} | {late} |")
         out += ["", _source(r), ""]
     rows = [(name, _load(name, quick)) for name in ("control_loop_listener", "control_loop_listener_multithreaded")]
     if all(r for _, r in rows):

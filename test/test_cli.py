@@ -29,7 +29,13 @@ def test_results_table(tiny_run, tmp_path):
 
     main(["eval", str(tiny_run), "--episodes", "4", "--out", str(tiny_run / "eval.json")])
     table = results_table([tiny_run])
-    assert table.count("\n") == 2 and "| reacher |" in table
+    assert table.count("\n") == 2 and "| reacher |" in table and "| n/a | n/a |" in table  # no suite run
+    e = json.loads((tiny_run / "eval.json").read_text())
+    e["robustness"] = {"mean": {"success_rate": 0.9, "success_rate_2cm": 0.6},
+                       "worst": {"plant": "payload_1kg", "success_rate": 0.8}}
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "eval.json").write_text(json.dumps(e))
+    assert "| 90.0% / 60.0% | payload 1kg 80.0% |" in results_table([tmp_path / "suite"])
 
 
 def test_bringup_keeps_discovery_on_this_host_unless_told(monkeypatch):

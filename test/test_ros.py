@@ -514,17 +514,20 @@ def test_ctrl_c_stops_the_running_nodes_cleanly(ros, tmp_path):
 
 
 class ArmStates:
-    """This process plays the arm: joint states at ``rate_hz``, stamped now, from a thread."""
+    """This process plays the arm: joint states at ``rate_hz``, stamped now (plus
+    ``stamp_offset_s``; frozen at one stamp with ``frozen``), from a thread."""
 
     def __init__(self, ros, rate_hz: float = 250.0) -> None:
         self.ros, self.period, self.running = ros, 1.0 / rate_hz, True
+        self.stamp_offset_s, self.frozen = 0.0, None
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
     def run(self) -> None:
         while self.running:
             msg = JointState(name=ARM, position=READY, velocity=[0.0] * 7, effort=[0.0] * 7)
-            msg.header.stamp = self.ros.get_clock().now().to_msg()
+            now = self.ros.get_clock().now().nanoseconds + int(self.stamp_offset_s * 1e9)
+            msg.header.stamp = self.frozen or rclpy.time.Time(nanoseconds=now).to_msg()
             self.ros.state_pub.publish(msg)
             time.sleep(self.period)
 
@@ -646,3 +649,28 @@ def test_the_old_50hz_stream_trips_the_simulated_reflex_until_error_recovery(ros
         ros.destroy_subscription(sub)
         log = stop(sim)
     assert "reflex: torque discontinuity" in log
+
+
+@pytest.mark.parametrize("fault", ["frozen_stamp", "clock_jump_ahead", "clock_jump_back", "slow_publisher"])
+def test_the_watchdog_stops_the_arm_in_time_and_once(ros, fault):
+    """Joint states that keep coming but must not be acted on: the controller stops within
+    the timeout plus one control period of the last valid state (its own measure, on the
+    monotonic clock), and a slow stream is one stale event, not a chatter."""
+    proc, arm = _commanding_controller(ros)
+    try:
+        before = dict(ros.diag)
+        if fault == "frozen_stamp":
+            arm.frozen = ros.get_clock().now().to_msg()
+        elif fault.startswith("clock_jump"):
+            arm.stamp_offset_s = 10.0 if fault.endswith("ahead") else -10.0
+        else:
+            arm.period = 1.0 / 15.0
+        ros.spin(2.0)
+        assert ros.spin(3.0, until=lambda: ros.diag.get("status") == "stale" and ros.diag.get("stop_latency_ms"))
+        report = dict(ros.diag)
+    finally:
+        arm.stop()
+        stop(proc)
+    assert float(report["stop_latency_ms"]) <= 50.0 + 20.0, report["stop_latency_ms"]
+    assert int(report["stale_events"]) - int(before.get("stale_events", 0)) == 1
+    assert np.all(ros.commands[-1][1] == 0)
