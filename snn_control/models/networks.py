@@ -268,7 +268,8 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
     if model_cfg.kinematic_prior and kinematics is None:
         raise ValueError("model.kinematic_prior needs the task's kinematic layout")
     if (model_cfg.goal_error or model_cfg.goal_integral_gain) and (effector is None or effector[1] - effector[0] != goal_dim):
-        raise ValueError(f"model.goal_error and model.goal_integral_gain need the effector's slice of the observation, "
+        raise ValueError(f"model.goal_error needs the effector's slice of the observation (as does "
+                         f"model.goal_integral_gain), "
                          f"{goal_dim} entries like the goal; got {effector}")
     kinematics = kinematics if model_cfg.kinematic_prior else None
     goal_error = tuple(effector) if model_cfg.goal_error else None
