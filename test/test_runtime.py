@@ -355,3 +355,11 @@ def test_a_td3_trained_model_drives_the_controller_without_a_forward_model(core,
     _feed(core, 5 * period)
     core.tick(5 * period)
     assert core.model.predictor is not None
+
+
+def test_loop_stats_keep_the_last_window_in_order():
+    s = LoopStats(0.001, window=10)
+    for k in range(25):  # periods 1, 2, ..., 24 ms
+        s.record(sum(range(1, k + 1)) * 1e-3, 1e-4)
+    np.testing.assert_allclose(s.periods, np.arange(15, 25) * 1e-3)
+    assert len(s.computes) == 10 and s.summary()["ticks"] == 25

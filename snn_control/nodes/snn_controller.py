@@ -27,6 +27,7 @@ only a new configure can apply is refused while configured.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -158,6 +159,10 @@ class SnnControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # What exists now (torch, the model) lives to the end: out of the collector's scans,
+        # whose pauses grow with the heap and would delay commands.
+        gc.collect()
+        gc.freeze()
         self.take_joint_state(time.monotonic())
         self.core.start_from_reported_effort()
         self._streaming.set()
