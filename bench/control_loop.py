@@ -76,11 +76,11 @@ except BaseException:
 """
 
 
-def measure(rate: float, seconds: float, workdir: Path, monitor, listeners: int = 0) -> dict:
+def measure(rate: float, seconds: float, workdir: Path, monitor, listeners: int = 0, priority: int = 0) -> dict:
     model = retimed_model(rate, workdir)
     procs = [node("panda_sim", f"publish_rate_hz:={max(500.0, rate)}"),
              node("snn_controller", "autostart:=true", f"checkpoint:={model}", f"control_rate_hz:={rate}",
-                  f"command_rate_hz:={max(1000.0, rate)}",
+                  f"command_rate_hz:={max(1000.0, rate)}", f"realtime_priority:={priority}",
                   "state_timeout_s:=0.1", f"stats_window:={int(rate * seconds * 2)}")]
     procs += [subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL) for _ in range(listeners)]
@@ -142,6 +142,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=None, help="per rate (default 30; quick 3)")
     p.add_argument("--listeners", type=int, default=0, help="extra Python subscriber processes")
     p.add_argument("--executor-threads", type=int, default=1, help="rclpy executor threads of the nodes")
+    p.add_argument("--realtime-priority", type=int, default=0,
+                   help="the controller's realtime_priority (SCHED_FIFO for its command loop; 0: off)")
     args = p.parse_args()
     os.environ["SNN_CONTROL_EXECUTOR_THREADS"] = str(args.executor_threads)
     seconds = args.seconds or (3.0 if args.quick else 30.0)
@@ -150,7 +152,8 @@ def main() -> None:
     monitor = rclpy.create_node("control_loop_bench")
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            runs = [measure(rate, seconds, Path(workdir), monitor, args.listeners) for rate in rates]
+            runs = [measure(rate, seconds, Path(workdir), monitor, args.listeners, args.realtime_priority)
+                    for rate in rates]
     finally:
         monitor.destroy_node()
         rclpy.try_shutdown()
@@ -159,6 +162,7 @@ def main() -> None:
         **{f"period_p99_ms_{r['rate_hz']:g}hz": r["period_p99_ms"] for r in runs},
         **{f"stale_events_{r['rate_hz']:g}hz": r["stale_events"] for r in runs},
         "listeners": args.listeners, "executor_threads": args.executor_threads,
+        "realtime_priority": args.realtime_priority,
         "runs": runs}, args.quick, args.out)
 
 

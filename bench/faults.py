@@ -59,12 +59,15 @@ CONTROL_PERIOD_S = 0.02
 CONTROLLER, RECORDER = "snn_controller: control loop", "recorder: bag writer"  # their /diagnostics names
 
 
+LOG = Path(tempfile.mkdtemp(prefix="faults_logs_"))
+
+
 def start(module: str, *params: str, env: dict | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", f"snn_control.nodes.{module}", "--ros-args", "--params-file", PARAMS]
     for p in params:
         cmd += ["-p", p]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})})
+    log = open(LOG / f"{module}.log", "w")  # the latest run's output, for a failure's message
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
 
 def finish(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 10.0) -> int:
@@ -147,7 +150,8 @@ def bring_up(arm: Arm, env: dict | None = None) -> tuple[subprocess.Popen, float
         arm.send_goal()
     if not arm.active(since):
         finish(proc, signal.SIGKILL)
-        raise SystemExit("faults: the controller never commanded torque; nothing measured")
+        tail = (LOG / "snn_controller.log").read_text()[-2000:]
+        raise SystemExit(f"faults: the controller never commanded torque; its log ends:\n{tail}")
     return proc, since
 
 
@@ -157,7 +161,7 @@ def max_step(commands) -> float:
 
 
 def exit_fault(arm: Arm, how: str) -> dict:
-    env = {"SNN_CONTROLLER_FAIL_AT_COMMAND": "1500"} if how == "tick_exception" else None
+    env = {"SNN_CONTROLLER_FAIL_AT_COMMAND": "6000"} if how == "tick_exception" else None  # after the goal is in
     proc, _ = bring_up(arm, env)
     arm.run_states(0.3)
     if how == "tick_exception":
@@ -177,6 +181,13 @@ def exit_fault(arm: Arm, how: str) -> dict:
             "max_step": max_step(arm.commands)}
 
 
+def feed_until(arm: Arm, done, timeout_s: float = 5.0) -> None:
+    """Keep the arm's joint states coming (the controller must stay active) until ``done()``."""
+    end = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < end:
+        arm.run_states(0.02)
+
+
 def bad_reload(arm: Arm, workdir: Path) -> dict:
     bad = workdir / "bad_model"
     if not bad.exists():
@@ -188,17 +199,17 @@ def bad_reload(arm: Arm, workdir: Path) -> dict:
         from rcl_interfaces.srv import SetParameters
 
         client = arm.create_client(SetParameters, "/snn_controller/set_parameters")
-        client.wait_for_service(timeout_sec=10)
+        feed_until(arm, lambda: client.service_is_ready(), 10.0)
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(bad))
         future = client.call_async(SetParameters.Request(parameters=[Parameter(name="checkpoint", value=value)]))
-        arm.spin(5, until=future.done)
+        feed_until(arm, future.done)
         reload = arm.create_client(Trigger, "/snn_controller/reload_model")
-        reload.wait_for_service(timeout_sec=10)
+        feed_until(arm, lambda: reload.service_is_ready(), 10.0)
         future = reload.call_async(Trigger.Request())
-        arm.spin(5, until=future.done)
+        feed_until(arm, future.done)
         refused = future.done() and not future.result().success
         since = time.monotonic()
-        arm.run_states(0.5)
+        arm.run_states(1.0)
         alive = proc.poll() is None and arm.active(since)
         arm.destroy_client(client)
         arm.destroy_client(reload)
@@ -278,6 +289,10 @@ def recorder_failure(arm: Arm, workdir: Path, k: int) -> float:
         finish(proc)
 
 
+def progress(fault: str, n: int) -> None:
+    print(f"[faults {time.strftime('%H:%M:%S')}] {fault} x {n}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     args = p.parse_args()
@@ -291,18 +306,21 @@ def main() -> None:
     steps, result = [], {"repeats": n}
     try:
         for how in ("sigint", "sigterm", "tick_exception"):
+            progress(how, n)
             runs = [exit_fault(arm, how) for _ in range(n)]
             steps += [r["max_step"] for r in runs]
             result[f"zero_torque_last_rate_{how}"] = float(np.mean([r["zero_last"] for r in runs]))
             result[f"exit_codes_{how}"] = sorted({r["exit_code"] for r in runs})
         result["zero_torque_last_rate"] = {h: result[f"zero_torque_last_rate_{h}"]
                                            for h in ("sigint", "sigterm", "tick_exception")}
+        progress("bad_reload", n)
         runs = [bad_reload(arm, workdir) for _ in range(n)]
         steps += [r["max_step"] for r in runs]
         result["bad_reload_kept_running_rate"] = float(np.mean([r["kept_running"] for r in runs]))
         result["bad_reload_refused_rate"] = float(np.mean([r["refused"] for r in runs]))
         watchdog = {}
         for how in ("dead_publisher", "frozen_stamp", "clock_jump", "slow_publisher"):
+            progress(how, n)
             runs = [watchdog_fault(arm, how, k) for k in range(n)]
             steps += [r["max_step"] for r in runs]
             watchdog[how] = {"stop_ms_max": max(r["stop_ms"] for r in runs),
@@ -312,9 +330,11 @@ def main() -> None:
         result["watchdog"] = watchdog
         result["watchdog_worst_ms"] = max(w["stop_ms_max"] for w in watchdog.values())
         result["watchdog_bound_ms"] = 1e3 * (TIMEOUT_S + CONTROL_PERIOD_S)
+        progress("demo", 1)
         demo = demo_trips(arm, 3 if args.quick else 8)
         steps.append(demo["max_step"])
         result["reflex_trips_in_demo"] = demo["trips"]
+        progress("recorder_failure", n)
         reports = [recorder_failure(arm, workdir, k) for k in range(n)]
         result["recorder_failure_reported_s"] = max(reports)
         result["max_command_step_nm"] = max(steps)
@@ -323,6 +343,7 @@ def main() -> None:
         arm.destroy_node()
         rclpy.try_shutdown()
         shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(LOG, ignore_errors=True)
     emit("faults", result, args.quick, args.out)
 
 

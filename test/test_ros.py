@@ -674,3 +674,17 @@ def test_the_watchdog_stops_the_arm_in_time_and_once(ros, fault):
     assert float(report["stop_latency_ms"]) <= 50.0 + 20.0, report["stop_latency_ms"]
     assert int(report["stale_events"]) - int(before.get("stale_events", 0)) == 1
     assert np.all(ros.commands[-1][1] == 0)
+
+
+def test_realtime_priority_acts_or_says_why_not_and_bad_values_are_refused(ros):
+    """realtime_priority puts the command loop under SCHED_FIFO where the process may
+    (root, or an rtprio limit), and says so; where it may not, it says that instead."""
+    proc, arm = _commanding_controller(ros, "realtime_priority:=10")
+    try:
+        ros.spin(0.5)
+    finally:
+        arm.stop()
+        log = stop(proc)
+    assert "command loop at real-time priority 10" in log or "realtime_priority 10 refused" in log, log[-2000:]
+    bad = start("snn_controller", "realtime_priority:=120")
+    assert bad.wait(timeout=60) == 2 and "realtime_priority must lie in [0, 99]" in stop(bad)

@@ -57,7 +57,7 @@ DEFAULTS = dict(
     base_frame="panda_link0", position_margin_rad=0.1, velocity_factor=1.5, start_from_effort=True,
     workspace_center=[0.0, 0.0, 0.333], workspace_min_radius=0.25, workspace_max_radius=0.80,
     workspace_min_z=0.10, workspace_max_z=1.10, diagnostics_period_s=1.0, stats_window=5000,
-    enable_services=True, autostart=False,
+    enable_services=True, autostart=False, realtime_priority=0,
 )
 LIVE = {"checkpoint"}  # parameters a configured controller takes while running (reload_model reads it)
 TICK_FAULT_ENV = "SNN_CONTROLLER_FAIL_AT_COMMAND"  # fault injection (bench/faults.py): raise at command N
@@ -119,6 +119,8 @@ class SnnControllerNode(LifecycleNode):
 
         try:
             settings_from_parameters(p)
+            if not 0 <= p["realtime_priority"] <= 99:
+                raise SettingsError(f"realtime_priority must lie in [0, 99], got {p['realtime_priority']}")
             if not (0.01 <= p["diagnostics_period_s"] <= 60.0):
                 raise SettingsError(f"diagnostics_period_s must lie in [0.01, 60], got {p['diagnostics_period_s']}")
         except SettingsError as exc:
@@ -233,10 +235,24 @@ class SnnControllerNode(LifecycleNode):
     def _publish(self, torque) -> None:
         self.torque_pub.publish(Float64MultiArray(data=[float(x) for x in torque]))
 
+    def _realtime(self) -> None:
+        """Run this thread under SCHED_FIFO at ``realtime_priority`` (1-99; 0: as any
+        thread), as a real-time robot PC would; refused without the privilege (rtprio limit)."""
+        priority = self.params["realtime_priority"]
+        if not priority:
+            return
+        try:
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(priority))
+            self.get_logger().info(f"command loop at real-time priority {priority} (SCHED_FIFO)")
+        except (OSError, AttributeError) as exc:
+            self.get_logger().warning(f"realtime_priority {priority} refused ({exc}); the command loop runs "
+                                      f"at normal priority (raise the rtprio limit to allow it)")
+
     def _command_loop(self) -> None:
         """Commands at absolute deadlines of the command period on the monotonic clock (a
         thread of its own: executor latency never delays a command). Any exception stops the
         arm (ramp to zero) and the node, with status 1."""
+        self._realtime()
         period = self.core.settings.command_period_s
         slot = time.monotonic()
         try:
