@@ -21,6 +21,21 @@ def _source(r: dict) -> str:
     return f"`{r['command']}` on {m['cores']}-core {m['cpu']}{gpu}, {r['date'][:10]}"
 
 
+def _control_loop_table(r: dict | None, title: str) -> list[str]:
+    if not r:
+        return []
+    out = [title, "",
+           "| policy rate Hz | ticks | period p50 ms | period p99 ms | compute p99 us | deadline misses | stale events "
+           "| commands (1 kHz) | command period p99 ms | commands > 1 ms late |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        late = f"{100 * run['command_late_rate']:.2f} %" if "command_late_rate" in run else "-"
+        out.append(f"| {run['rate_hz']:g} | {run['ticks']} | {run['period_p50_ms']:.2f} | {run['period_p99_ms']:.2f} | "
+                   f"{run['compute_p99_us']:.0f} | {100 * run['deadline_miss_rate']:.2f} % | {run.get('stale_events', '-')} "
+                   f"| {run.get('commands', '-')} | {run.get('command_period_p99_ms', float('nan')):.2f} | {late} |")
+    return out + ["", _source(r), ""]
+
+
 def _train_step_table(r: dict, title: str) -> list[str]:
     paths = [p for p in ("fused", "compiled") if f"predictor_{p}_s" in r]
     mix = r["iteration_updates"]
@@ -113,18 +128,9 @@ def tables(quick: bool) -> str:
                 f"{r['envs']} envs: {r['steps_per_s']:.0f} control steps/s with {r['workers']} worker processes, "
                 f"{r['reference_steps_per_s']:.0f} in one process ({r['speedup']:.2f}x); "
                 f"episodes identical: {r['episodes_identical']}.", "", _source(r), ""]
-    r = _load("control_loop", quick)
-    if r:
-        out += ["### control_loop (snn_controller node, simulator in another process, over DDS)", "",
-                "| policy rate Hz | ticks | period p50 ms | period p99 ms | compute p99 us | deadline misses | stale events "
-                "| commands (1 kHz) | command period p99 ms | commands > 1 ms late |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
-        for run in r["runs"]:
-            late = f"{100 * run['command_late_rate']:.2f} %" if "command_late_rate" in run else "-"
-            out.append(f"| {run['rate_hz']:g} | {run['ticks']} | {run['period_p50_ms']:.2f} | {run['period_p99_ms']:.2f} | "
-                       f"{run['compute_p99_us']:.0f} | {100 * run['deadline_miss_rate']:.2f} % | {run.get('stale_events', '-')} "
-                       f"| {run.get('commands', '-')} | {run.get('command_period_p99_ms', float('nan')):.2f} | {late} |")
-        out += ["", _source(r), ""]
+    for name, title in (("control_loop", "### control_loop (snn_controller node, simulator in another process, over DDS)"),
+                        ("control_loop_realtime", "### control_loop with `realtime_priority` 50 (the command loop under SCHED_FIFO)")):
+        out += _control_loop_table(_load(name, quick), title)
     rows = [(name, _load(name, quick)) for name in ("control_loop_listener", "control_loop_listener_multithreaded")]
     if all(r for _, r in rows):
         out += ["### control_loop with one more Python subscriber (as RViz, a recorder or a test add)", "",

@@ -22,7 +22,8 @@ class TorqueSafetyFilter:
             raise ValueError(f"torque limits must be positive and finite, got {self.limit.tolist()}")
         if not rate_limit_nm_s > 0 or not period_s > 0:
             raise ValueError("rate limit and period must be positive")
-        self.max_step = rate_limit_nm_s * period_s  # N m per command
+        # N m per command, a hair under the limit so that rounding never lands above it
+        self.max_step = rate_limit_nm_s * period_s * (1.0 - 1e-9)
         self.last = np.zeros_like(self.limit)
         self.non_finite_count = 0  # commands that had NaN/Inf entries (replaced by 0)
 
