@@ -418,6 +418,8 @@ def test_simulator_rejects_bad_commands(ros):
     try:
         assert ros.spin(30, until=lambda: ros.joint_states and ros.joint_states[-1][0] > started)
         pub = ros.create_publisher(Float64MultiArray, "/effort_controller/commands", 10)
+        # matched by the simulator too (this process subscribes to the commands as well)
+        assert ros.spin(10, until=lambda: pub.get_subscription_count() >= 2)
         pub.publish(Float64MultiArray(data=[1.0, 2.0]))
         ros.spin(1.2)  # the simulator logs one refusal per second
         pub.publish(Float64MultiArray(data=[float("nan")] * 6))
