@@ -90,7 +90,7 @@ class PandaSimNode(Node):
         # executor thread fell behind a 1 kHz stream and the publisher's history overflowed.
         self._command_node = Node("panda_sim_commands", context=self.context, start_parameter_services=False)
         self._command_sub = self._command_node.create_subscription(
-            Float64MultiArray, "/effort_controller/commands", lambda _: None, 200)
+            Float64MultiArray, "/effort_controller/commands", lambda _: None, 1000)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/error_recovery", self.on_error_recovery)
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)

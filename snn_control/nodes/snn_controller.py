@@ -81,9 +81,9 @@ class SnnControllerNode(LifecycleNode):
         self._commands = 0
         self.control = MutuallyExclusiveCallbackGroup()
         self.service_group = MutuallyExclusiveCallbackGroup()  # loading a model does not block the loop
-        # 1 kHz, reliable: a history of 200 ms lets a briefly busy subscriber catch up on every
-        # command instead of missing some (a missed command is a step at the robot).
-        self.torque_pub = self.create_publisher(Float64MultiArray, "/effort_controller/commands", 200)
+        # 1 kHz, reliable: a history of 1 s lets a busy subscriber catch up on every command
+        # instead of missing some (a missed command is a step at the robot).
+        self.torque_pub = self.create_publisher(Float64MultiArray, "/effort_controller/commands", 1000)
         self.prediction_pub = self.create_publisher(Float64MultiArray, "~/prediction", 10)
         self.error_pub = self.create_publisher(Float64, "~/prediction_error", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
