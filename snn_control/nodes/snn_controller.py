@@ -49,7 +49,7 @@ from std_srvs.srv import SetBool, Trigger
 from ..envs.panda import JOINT_NAMES
 from ..paths import resolve
 from ..runtime import ControllerCore, GoalRejected, JointStateError, SettingsError, settings_from_parameters
-from .common import declare, run_node
+from .common import StartupError, declare, run_node
 
 DEFAULTS = dict(
     checkpoint="", joint_names=list(JOINT_NAMES[:6]), control_rate_hz=50.0, command_rate_hz=1000.0,
@@ -106,8 +106,6 @@ class SnnControllerNode(LifecycleNode):
             self.create_service(SetBool, "~/set_enabled", self.on_set_enabled)
         self.create_timer(self.params["diagnostics_period_s"], self.publish_diagnostics)
         if self.params["autostart"]:  # configure and activate now (single-node runs, tests)
-            from .common import StartupError
-
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise StartupError(f"configure failed: {self.configure_error}")
             self.trigger_activate()
@@ -115,8 +113,6 @@ class SnnControllerNode(LifecycleNode):
     # -- parameters -------------------------------------------------------------------
     @staticmethod
     def check_parameters(p: dict) -> None:
-        from .common import StartupError
-
         try:
             settings_from_parameters(p)
             if not 0 <= p["realtime_priority"] <= 99:
@@ -127,8 +123,6 @@ class SnnControllerNode(LifecycleNode):
             raise StartupError(f"parameter {exc}") from None
 
     def on_set_parameters(self, parameters) -> SetParametersResult:
-        from .common import StartupError
-
         changed = {p.name: p.value for p in parameters}
         unknown = sorted(set(changed) - set(DEFAULTS) - {"use_sim_time"})
         if unknown:
