@@ -2,7 +2,7 @@
 
     python bench/controller_step.py [--quick] [--steps N]
 
-Two models: seed 000's paper size (2 x 512 ALIF, 7 substeps, multi-Gaussian surrogate,
+Two models: the size of Huebotter et al. 2025 (2 x 512 ALIF, 7 substeps, multi-Gaussian surrogate,
 rank-32 bottleneck; untrained, input gains calibrated on the data so it fires like a
 trained net) and the shipped ``models/panda_snn``. Inputs are real Panda observations
 and goals from rollouts of the shipped policy. The fast path

@@ -5,9 +5,10 @@
     python bench/train_step.py --write-fixture F      # on a machine with PyBullet, then
     python bench/train_step.py --fixture F --device cuda   # on one without (a GPU machine)
 
-Runs the trainer's own ``predictor_update`` and ``policy_update`` at seed 000's size
-(batch 256, 5 warm-up + 40 unrolled steps, 7 substeps, two 512-neuron ALIF layers, the
-shipped rank-32 bottleneck, multi-Gaussian surrogate) on replay data from the Panda.
+Runs the trainer's own ``predictor_update`` and ``policy_update`` at the size of
+Huebotter et al. 2025 (batch 256, 5 warm-up + 40 unrolled steps, 7 substeps, two
+512-neuron ALIF layers, the shipped rank-32 bottleneck, multi-Gaussian surrogate) on
+replay data from the Panda.
 Three paths, alternating update by update in one process:
 
 - reference: the op-by-op modules (``train.fused_neurons=false``, ``train.compile=false``);

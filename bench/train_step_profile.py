@@ -4,7 +4,7 @@
                                        [--surrogate fast_sigmoid] [--paths reference compiled]
 
 The same updates as ``bench/train_step.py`` (the trainer's ``predictor_update`` and
-``policy_update`` at seed 000's size, on replay data from the Panda or a fixture), each
+``policy_update`` at Huebotter et al. 2025's size, on Panda or fixture replay data), each
 path warmed up (compiled) first, then one update of each kind under ``torch.profiler``.
 Per kind and path, in milliseconds of CPU time on the calling thread (the profiler's self
 times, so nothing is counted twice):

@@ -1,8 +1,8 @@
 """Experiment configuration: dataclasses loaded from YAML and validated on load.
 
 An unknown key or a value of the wrong type is a :class:`ConfigError` that names the
-file and the key. Defaults are seed 000's published values unless a comment says why
-not (the shipped configs in ``config/`` choose smaller sizes for a 2-core CPU).
+file and the key. Defaults are the published values of Huebotter et al. 2025 unless a
+comment says why not (the shipped configs in ``config/`` choose smaller sizes for a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     kind: str = "snn"  # "snn" or "gru" (GRU predictor + MLP policy baseline)
-    hidden: int = 512  # neurons per spiking layer (seed 000)
+    hidden: int = 512  # neurons per spiking layer (Huebotter et al. 2025)
     layers: int = 2
     rank: int | None = None  # bottleneck rank of spiking-to-spiking connections; None: dense
     neuron: str = "alif"  # "alif" or "lif"
-    substeps: int = 7  # neural substeps per control step, input held (seed 000)
-    dt: float = 0.002  # s per neural substep (seed 000)
-    tau_mem: float = 0.01  # s (seed 000, Franka)
-    tau_syn: float = 0.005  # s (seed 000, Franka)
+    substeps: int = 7  # neural substeps per control step, input held (Huebotter et al. 2025)
+    dt: float = 0.002  # s per neural substep (Huebotter et al. 2025)
+    tau_mem: float = 0.01  # s (Huebotter et al. 2025, Franka)
+    tau_syn: float = 0.005  # s (Huebotter et al. 2025, Franka)
     tau_ada: float = 0.1  # s
     xi: float = 0.05  # threshold adaptation strength (ALIF)
     learn_tau: bool = True
@@ -44,7 +44,7 @@ class ModelConfig:
     policy_readout_learn_tau: bool = True  # the policy's readout time constants train (with
     # learn_tau). The Panda policy learned 8-65 ms: its torque lagged and the arm circled the goal
     surrogate: str = "multi_gaussian"  # or "fast_sigmoid", "rectangular"
-    slope: float = 16.0  # multi-Gaussian: centre sigma 1/16 (seed 000)
+    slope: float = 16.0  # multi-Gaussian: centre sigma 1/16 (Huebotter et al. 2025)
     calibrate_inputs: bool = False  # input gains = 1 / RMS of the first collected data, so
     # the fluctuation-driven init sees unit-power inputs (off: gains start at 1, and with the
     # Panda's inputs of RMS 0.14-0.57 both spiking nets were silent at init)
@@ -64,16 +64,16 @@ class ModelConfig:
     # by this x the leaky integral of the effector's error (models.networks.GoalIntegral)
     goal_integral_tau_s: float = 1.0  # s, the integral's leak
     goal_integral_limit_m: float = 0.1  # m s per axis, the integral's bound (no wind-up)
-    gru_hidden: int = 500  # baseline sizes (seed 000)
+    gru_hidden: int = 500  # baseline sizes (Huebotter et al. 2025)
     mlp_hidden: int = 500
 
 
 @dataclass
 class TrainConfig:
-    iterations: int = 100  # collect -> predictor updates -> policy updates (seed 000)
+    iterations: int = 100  # collect -> predictor updates -> policy updates (Huebotter et al. 2025)
     init_from: str | None = None  # a model directory (same I/O spec) whose weights and
     # calibration the networks start from: training goes on from a trained model
-    envs: int = 64  # parallel envs per collection (seed 000)
+    envs: int = 64  # parallel envs per collection (Huebotter et al. 2025)
     predictor_updates: int = 25
     policy_updates: int = 25
     batch: int = 256
@@ -86,8 +86,9 @@ class TrainConfig:
     lr_decay_start: int | None = None  # from this iteration, both learning rates fall linearly ...
     lr_final_scale: float = 0.1  # ... to this fraction of their value at the last iteration
     grad_clip: float = 30.0
-    distance_loss: str = "squared"  # policy loss per imagined step: "squared" distance (seed
-    # 000) or "euclidean" (unsquared: its gradient does not vanish near the goal)
+    distance_loss: str = "squared"  # policy loss per imagined step: "squared" distance
+    # (Huebotter et al. 2025) or "euclidean" (unsquared: its gradient does not vanish near
+    # the goal)
     replay_episodes: int = 4096  # capacity, whole episodes
     random_iterations: int = 1  # first iterations act with smooth random torques ...
     random_velocity_feedback: float = 0.0  # ... minus this x joint velocity (action units per
@@ -95,7 +96,7 @@ class TrainConfig:
     exploration_noise: float = 0.1  # Gaussian std added to policy actions while collecting
     readout_bound: float = 3.0  # policy readout potential kept within +- this ...
     readout_penalty: float = 1e-3  # ... by this L2 penalty on the excess
-    # Regularisers of seed 000's ablation; off by default (found neutral or harmful).
+    # Regularisers of Huebotter et al. 2025's ablation; off by default (neutral or harmful).
     weight_l2: float = 0.0
     action_l2: float = 0.0
     action_smoothness: float = 0.0
@@ -121,7 +122,8 @@ class TrainConfig:
 
 @dataclass
 class RLConfig:
-    """Model-free training (``algorithm: td3``; seeds 002 and 003). Sizes default to seed 003's."""
+    """Model-free training (``algorithm: td3``; Van den Berghe et al. 2025 and Xu et al. 2025
+    (Proxy Target)). Sizes default to Xu et al.'s."""
 
     total_steps: int = 50_000  # environment transitions
     envs: int = 8  # parallel copies stepped together
@@ -166,7 +168,7 @@ class RLConfig:
 class ExperimentConfig:
     task: str = "reacher"
     seed: int = 0
-    algorithm: str = "predictive"  # "predictive" (seed 000, train) or "td3" (seeds 002/003, rl)
+    algorithm: str = "predictive"  # "predictive" (Huebotter et al. 2025, train) or "td3" (rl)
     env: Any = None  # ReacherConfig or PandaConfig, chosen by ``task``
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -420,7 +420,7 @@ def test_fast_actor_matches_the_module_in_float64(neuron):
 def test_actor_layer_by_layer_matches_stepping_every_layer_each_substep(neuron):
     """The actor runs each layer over the whole window before the next one; in float64
     that gives the same action and parameter gradients as stepping every layer once per
-    substep (the order seed 003 describes), within 1e-12 relative."""
+    substep (the order Xu et al. 2025 (Proxy Target) describe), within 1e-12 relative."""
     torch.manual_seed(0)
     actor = SpikingActor(5, 2, hidden=(32, 24), pop=6, timesteps=5, neuron=neuron).double()
     with torch.no_grad():

@@ -49,12 +49,12 @@ GRAVITY = 9.81  # m/s^2
 
 @dataclass
 class PandaConfig:
-    """Panda reach options (defaults: DESIGN.md section 5)."""
+    """Panda reach options (defaults: Huebotter et al. 2025's reach task, real Panda limits)."""
 
     episode_steps: int = 200
     control_period: float = 0.02  # s
     physics_dt: float = 0.001  # s
-    observe_velocity: bool = True  # seed 000 observed positions only
+    observe_velocity: bool = True  # Huebotter et al. 2025 observed positions only
     torque_scale: float = 1.0  # torque = action * torque_scale * limit; the shipped configs use
     # 0.25: at 1.0 the learned policy went bang-bang and sat on joint limits 30-75 % of the time
     torque_rate_limit: float = 1000.0  # N m/s at the joints (real Panda trips above it); 0: off

@@ -1,4 +1,4 @@
-"""Planar 2-link reacher (seed 000's 2-D task), batched, in numpy.
+"""Planar 2-link reacher (the 2-D task of Huebotter et al. 2025), batched, in numpy.
 
 Dynamics per control step (Euler, dt 0.02 s): ``omega += dt (20 u - 5 omega)``, clipped
 to |omega| <= pi/2, then ``q += dt omega``. Links 0.5 m and 0.4 m. The hand position is
@@ -23,11 +23,11 @@ SUCCESS_PER_AXIS = 0.05  # normalised
 
 @dataclass
 class ReacherConfig:
-    """Planar reacher options (defaults: seed 000)."""
+    """Planar reacher options (defaults: Huebotter et al. 2025)."""
 
     episode_steps: int = 200
     dt: float = 0.02  # s, control period
-    observe_velocity: bool = True  # append omega / (pi/2); seed 000 observed 6-D without it
+    observe_velocity: bool = True  # append omega / (pi/2); Huebotter et al. 2025: 6-D, without
 
 
 def hand_position(q: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The I/O spec a checkpoint carries beside its weights (DESIGN.md section 6).
+"""The I/O spec a checkpoint carries beside its weights.
 
 It says what the network expects and produces (joint names and order, observation
 layout and scaling, action scale, control period, substeps), so a controller can refuse

@@ -1,4 +1,4 @@
 """rclpy nodes: thin shells (parameters, topics, timers) around the ROS-free modules above.
 
-The only package that imports rclpy (DESIGN.md section 2).
+The only package that imports rclpy: everything else is testable without DDS.
 """

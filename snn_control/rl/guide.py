@@ -1,5 +1,5 @@
-"""Guided training (seed 002): a privileged non-spiking guide flies the first part of each
-episode (jump-start), its share shrinking during training.
+"""Guided training (Van den Berghe et al. 2025): a privileged non-spiking guide flies the
+first part of each episode (jump-start), its share shrinking during training.
 
 The guide here is the classical operational-space controller (:mod:`snn_control.classical`),
 which knows the robot model. :class:`GuideSchedule` says, per episode, how many of its

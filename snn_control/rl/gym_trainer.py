@@ -1,19 +1,18 @@
 """TD3 on a standard gymnasium task (``task: gym``), for example MuJoCo
-``InvertedDoublePendulum-v5``: seed 003's benchmark, with the same actors, TD3, proxy
-target and slope schedules as the reach tasks (:mod:`.trainer`).
+``InvertedDoublePendulum-v5``: the benchmark of Xu et al. 2025 (Proxy Target), with the
+same actors, TD3, proxy target and slope schedules as the reach tasks (:mod:`.trainer`).
 
 One env, one transition per step, ``updates_per_step`` TD3 updates per transition after
 ``start_steps`` uniform random actions. Observations are standardised by the mean and
 spread of those random-action transitions (frozen afterwards) and clipped to +-5, so the
 population code's fixed range covers every dimension; the replay keeps raw observations.
 Without the clip, the pendulum's constraint-force entry (zero in 99.9 % of random steps,
-up to 10 in the rest) standardised to about 70, the critic loss reached 1e4-7e4 and the
-ANN stalled near a return of 380 at 30k transitions; with it the ANN balanced (9360) at
-25k, as it did on raw observations at 20k. Episodes that end by termination cut the bootstrap (``done``), truncation
-at the time limit does not. Every ``eval_every`` transitions the deterministic actor runs
-``eval_episodes`` episodes from fixed seeds; the average return of each evaluation is
-logged and the best is the run's "max average return" (seed 003's figure). The run
-directory gets ``actor.pt`` (weights and the observation standardisation),
+up to 10 in the rest) standardises to about 70, the critic loss grows to 1e4-7e4 and the
+ANN stalls far from balancing. Episodes that end by termination cut the bootstrap
+(``done``), truncation at the time limit does not. Every ``eval_every`` transitions the
+deterministic actor runs ``eval_episodes`` episodes from fixed seeds; the average return
+of each evaluation is logged and the best is the run's "max average return" (as Xu et al.
+2025 report it). The run directory gets ``actor.pt`` (weights and the observation standardisation),
 ``config.yaml``, ``metrics.jsonl`` and TensorBoard files.
 """
 

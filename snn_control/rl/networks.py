@@ -1,5 +1,6 @@
-"""The networks of TD3 (seed 003): a population-coded spiking actor, its non-spiking
-counterparts (MLP actor for the ANN baseline and the proxy target), and the critics."""
+"""The networks of TD3 (Xu et al. 2025 (Proxy Target)): a population-coded spiking actor,
+its non-spiking counterparts (MLP actor for the ANN baseline and the proxy target), and the
+critics."""
 
 from __future__ import annotations
 

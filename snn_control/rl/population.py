@@ -1,4 +1,4 @@
-"""Population coding (seed 003): each scalar as the activity of a population of neurons.
+"""Population coding (Xu et al. 2025 (Proxy Target)): each scalar as a population's activity.
 
 Encoding: ``pop`` Gaussian receptive fields with centres spread evenly over ``[low, high]``
 (and one spacing beyond) and a shared width; a value excites each neuron by ``exp(-(x - mu)^2 / (2 sigma^2))``, an

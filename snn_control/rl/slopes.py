@@ -1,4 +1,5 @@
-"""Surrogate-slope schedules (seed 002) for the fast-sigmoid derivative ``1 / (1 + k|U - theta|)^2``.
+"""Surrogate-slope schedules (Van den Berghe et al. 2025) for the fast-sigmoid derivative
+``1 / (1 + k|U - theta|)^2``.
 
 - :class:`FixedSlope`: ``k`` throughout;
 - :class:`ScheduledSlope`: shallow to steep over training, geometric in the step:

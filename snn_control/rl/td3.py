@@ -1,13 +1,14 @@
-"""TD3 (Fujimoto et al. 2018) with a spiking actor and, optionally, a proxy target (seed 003).
+"""TD3 (Fujimoto et al. 2018) with a spiking actor and, optionally, a proxy target
+(Xu et al. 2025 (Proxy Target)).
 
 - twin critics and their Polyak-averaged targets; the target action is smoothed with
   clipped Gaussian noise; the actor and the targets update every ``policy_delay`` critic
   updates;
 - target actor ``"polyak"``: a Polyak copy of the actor itself (for a spiking actor this
-  is what seed 003 found destabilising); ``"proxy"``: a non-spiking MLP trained to imitate
-  the spiking actor (MSE on ``proxy_batch`` replay states, ``proxy_steps`` Adam steps per
-  actor update) whose Polyak copy is the target. Training-time only: the deployed policy
-  is the spiking actor;
+  is what Xu et al. 2025 (Proxy Target) found destabilising); ``"proxy"``: a non-spiking
+  MLP trained to imitate the spiking actor (MSE on ``proxy_batch`` replay states,
+  ``proxy_steps`` Adam steps per actor update) whose Polyak copy is the target.
+  Training-time only: the deployed policy is the spiking actor;
 - ``bc_weight`` > 0 adds TD3+BC's behaviour-cloning term towards the guide's actions
   (stored with each transition), with Q normalised by its mean magnitude.
 
@@ -170,7 +171,7 @@ class TD3:
         finally:
             self.critic.requires_grad_(True)
         out["actor_loss"] = float(actor_loss.detach())
-        if self.proxy is not None:  # the batch's replay states (seed 003: 256 of them, 3 steps)
+        if self.proxy is not None:  # the batch's replay states (Xu et al. 2025: 256, 3 steps)
             states = obs[: s.proxy_batch]
             with torch.no_grad():  # the updated actor's actions: the same for every step
                 wanted = self.actor(states)

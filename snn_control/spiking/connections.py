@@ -1,7 +1,7 @@
 """Synaptic connections: dense, or low-rank ``W = W2 @ W1`` (latent-space compression).
 
 A rank-d bottleneck between an m-neuron and an n-neuron population has d (n + m)
-parameters instead of n m (seed 000, "latent-space compression").
+parameters instead of n m (Huebotter et al. 2025, "latent-space compression").
 """
 
 from __future__ import annotations

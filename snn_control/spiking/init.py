@@ -3,7 +3,7 @@
 Choose the weight variance so that, at an assumed presynaptic firing rate, the free
 membrane potential has mean 0 and standard deviation ``target_std`` (relative to the
 threshold 1). Feed-forward input gets ``1 - recurrent_share`` of the variance budget and
-recurrent input the rest (seed 000: 90 % / 10 %).
+recurrent input the rest (Huebotter et al. 2025: 90 % / 10 %).
 
 For zero-mean weights w ~ N(0, s^2) from n Bernoulli(p) inputs filtered by the neuron's
 discrete post-synaptic kernel eps[t] (synaptic then membrane filter):

@@ -2,7 +2,7 @@
 
 Forward pass: ``s = H(v)`` with ``v = U - theta``. Backward pass: ``ds/dv`` is replaced
 by a smooth pseudo-derivative whose sharpness is set by ``slope``. The slope is read on
-every call, so a schedule may change it during training (seed 002).
+every call, so a schedule may change it during training (Van den Berghe et al. 2025).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 SURROGATES = ("multi_gaussian", "fast_sigmoid", "rectangular")
 
-# Multi-Gaussian side-lobe height and width ratio (Yin et al. 2021, used by seed 000).
+# Multi-Gaussian side-lobe height and width ratio (Yin et al. 2021, used by Huebotter et al. 2025).
 _MG_HEIGHT = 0.15
 _MG_WIDTH_RATIO = 6.0
 
@@ -38,12 +38,13 @@ def multi_gaussian_derivative(v: torch.Tensor, slope: float) -> torch.Tensor:
 
 
 def fast_sigmoid_derivative(v: torch.Tensor, slope: float) -> torch.Tensor:
-    """``1 / (1 + k |v|)^2`` (seed 002; SuperSpike)."""
+    """``1 / (1 + k |v|)^2`` (SuperSpike; Van den Berghe et al. 2025)."""
     return 1.0 / (1.0 + slope * v.abs()) ** 2
 
 
 def rectangular_derivative(v: torch.Tensor, slope: float) -> torch.Tensor:
-    """Unit-area window ``1{|v| < w/2} / w`` with width ``w = 1/slope`` (seed 003: w = 0.5)."""
+    """Unit-area window ``1{|v| < w/2} / w`` with width ``w = 1/slope`` (Xu et al. 2025
+    (Proxy Target): w = 0.5)."""
     width = 1.0 / slope
     return (v.abs() < 0.5 * width).to(v.dtype) / width
 

@@ -5,7 +5,7 @@ Layout of a model directory::
     model.pt        tensors only (predictor and policy state dicts; a TD3-trained model,
                     ``algorithm: td3``, has a policy only), loaded with
                     ``torch.load(weights_only=True)``: no pickled code is executed
-    io_spec.json    the I/O spec (DESIGN.md section 6)
+    io_spec.json    the I/O spec (models.io_spec)
     config.yaml     the experiment config that trained the model
     eval.json       written by ``snn-control eval``
 

@@ -26,7 +26,7 @@ from .checkpoint import load_model
 from .collect import rollout
 from .updates import actions_at_rest
 
-HELDOUT_ENTROPY = 20250916  # seed 000's arXiv date; held-out goals use [this, eval seed]
+HELDOUT_ENTROPY = 20250916  # Huebotter et al. 2025's arXiv date; held-out goals: [this, eval seed]
 HELDOUT_EPISODES = {"reacher": 256, "panda": 128}  # the full held-out set per task
 OPEN_LOOP_STEPS = 50
 WARMUP_STEPS = 5
@@ -65,7 +65,7 @@ def reach_metrics(env: BatchedReachEnv, obs: np.ndarray, goals: np.ndarray) -> d
     }
     if spec.task == "panda":
         out["success_rate_2cm"] = float((final <= 0.02).mean())
-        # seed 000's authors counted a Franka reach as a success within 0.123 m
+        # Huebotter et al. 2025 count a Franka reach as a success within 0.123 m
         out["success_rate_paper_radius_0123m"] = float((final <= 0.123).mean())
     return out
 

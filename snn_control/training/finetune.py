@@ -307,8 +307,8 @@ def _fit_predictor(predictor, run: _Run, select: tuple) -> tuple[list, list, int
 
 def _fit_policy(policy, predictor, run: _Run, sim: SimulatedReach, effector: slice, velocity, learn_tau: bool):
     """Policy updates through the forward model. The snapshot with the lowest simulated
-    median on the selection goals is the candidate: one run's end point varied widely
-    (measured on the payload session: 7.1 cm and 12.6 cm median after two similar runs).
+    median on the selection goals is the candidate: one run's end point varies widely
+    (two similar runs can end at 7.1 cm and 12.6 cm median).
     Returns (losses, imagined distances, snapshots, kept update)."""
     s, t = run.s, run.t
     optimizer = make_optimizer(policy, s.policy_lr, t.tau_lr)

@@ -1,4 +1,5 @@
-"""Predictive-control training (seed 000): learn a forward model, then a policy through it.
+"""Predictive-control training (Huebotter et al. 2025): learn a forward model, then a policy
+through it.
 
 Each iteration:
   1. collect one episode in each of ``train.envs`` parallel envs with the current policy
