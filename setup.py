@@ -6,10 +6,11 @@ package_name = "snn_control"
 
 
 def shipped_models():
-    """Each models/<name>/ installs to share/snn_control/models/<name>/."""
+    """Each models/<name>/ installs to share/snn_control/models/<name>/ (metrics.jsonl too:
+    `snn-control eval` of an installed model reads it for eval.json's training figures)."""
     out = []
     for d in sorted(glob("models/*/")):
-        files = [f for f in glob(d + "*") if f.endswith((".pt", ".json", ".yaml", ".png"))]
+        files = [f for f in glob(d + "*") if f.endswith((".pt", ".json", ".jsonl", ".yaml", ".png"))]
         out.append((f"share/{package_name}/{d.rstrip('/')}", files))
     return out
 
@@ -17,7 +18,7 @@ def shipped_models():
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(exclude=["test", "test.*"]),
+    packages=find_packages(exclude=["test", "test.*", "studies", "studies.*", "bench", "bench.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),

@@ -5,7 +5,7 @@
 The actor of ``--model`` (a TD3 model directory; default the shipped ``models/reacher_td3``:
 population 10, LIF 256-256, 5 neural steps). Inputs: uniform in
 [-1, 1] per observation and goal dimension. The compiled path
-(:mod:`snn_control.rl.fast_actor`, what the controller runs) and the reference (the
+(:mod:`snn_control.models.fast_actor`, what the controller runs) and the reference (the
 module in eval mode, float32, ``torch.no_grad``) alternate in blocks of 1,000 actions in
 one run. Equivalence: every input also goes through a float64 copy of the module; the
 largest action difference and whether every layer's spike count agrees are reported.
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from _common import REPO, emit, parser, percentiles_us
-from snn_control.rl.fast_actor import FastSpikingActor
-from snn_control.rl.networks import SpikingActor
-from snn_control.training.checkpoint import load_model
+from snn_control.models.fast_actor import FastSpikingActor
+from snn_control.models.actors import SpikingActor
+from snn_control.models.checkpoint import load_model
 
 BLOCK = 1000
 

@@ -19,7 +19,7 @@ import torch
 
 from _common import REPO, emit, parser
 from snn_control.envs import make_batch
-from snn_control.training.checkpoint import load_model
+from snn_control.models.checkpoint import load_model
 from snn_control.training.collect import rollout
 
 

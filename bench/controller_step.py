@@ -6,7 +6,7 @@ Two models: the size of Huebotter et al. 2025 (2 x 512 ALIF, 7 substeps, multi-G
 rank-32 bottleneck; untrained, input gains calibrated on the data so it fires like a
 trained net) and the shipped ``models/panda_snn``. Inputs are real Panda observations
 and goals from rollouts of the shipped policy. The fast path
-(:mod:`snn_control.runtime.inference`) and the reference (the training modules in eval
+(:mod:`snn_control.models.inference`) and the reference (the training modules in eval
 mode, float32, ``torch.no_grad``) alternate in blocks of 1,000 steps in one run, each
 keeping its own state, so both see the same machine load.
 
@@ -29,8 +29,8 @@ from _common import REPO, emit, parser, percentiles_us
 from snn_control.config import ModelConfig
 from snn_control.envs import make_batch
 from snn_control.models import build_networks, parameter_count
-from snn_control.runtime import FastPolicy, FastPredictor
-from snn_control.training.checkpoint import load_model
+from snn_control.models import FastPolicy, FastPredictor
+from snn_control.models.checkpoint import load_model
 from snn_control.training.collect import rollout
 
 BLOCK = 1000

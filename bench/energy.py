@@ -26,9 +26,9 @@ from torch import nn
 from _common import REPO, emit, parser
 from snn_control.envs import make_batch
 from snn_control.models import parameter_count
-from snn_control.runtime import FastPolicy, FastPredictor
+from snn_control.models import FastPolicy, FastPredictor
 from snn_control.spiking import LowRankLinear
-from snn_control.training.checkpoint import load_model
+from snn_control.models.checkpoint import load_model
 from snn_control.training.evaluate import heldout_tasks, synaptic_operations
 
 PJ_PER_AC, PJ_PER_MAC = 0.9, 4.6

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from _common import REPO, emit, parser
 from snn_control import config as C
-from snn_control.training.trainer import Trainer
+from snn_control.predictive.trainer import Trainer
 
 CONFIGS = {"reacher": "config/reacher_snn.yaml", "panda": "config/panda_snn_base.yaml"}
 QUICK = ["model.hidden=32", "model.rank=8", "train.iterations=2", "train.envs=8", "train.batch=16",

@@ -55,10 +55,10 @@ import torch
 from _common import REPO, RESULTS, emit, parser
 from snn_control import config as C
 from snn_control.models import spiking_nets
-from snn_control.training.updates import make_optimizer, policy_step, predictor_step
+from snn_control.predictive.updates import make_optimizer, policy_step, predictor_step
 
 if TYPE_CHECKING:
-    from snn_control.training.trainer import Trainer
+    from snn_control.predictive.trainer import Trainer
 
 PAPER = ["model.hidden=512", "model.layers=2", "model.rank=32", "model.substeps=7", "model.dt=0.002",
          "model.neuron=alif", "model.surrogate=multi_gaussian", "model.slope=16.0", "model.readout_tau_mem=0.01",
@@ -68,7 +68,7 @@ QUICK = ["model.hidden=64", "model.substeps=2", "train.batch=16", "train.unroll=
 
 
 def make_trainer(quick: bool, threads: int, run_dir: str):
-    from snn_control.training.trainer import Trainer  # imports PyBullet: not on a --fixture run
+    from snn_control.predictive.trainer import Trainer  # imports PyBullet: not on a --fixture run
 
     cfg = C.load(REPO / "config" / "panda_snn_base.yaml",  # the from-scratch stage
                  PAPER + (QUICK if quick else []) + [f"train.threads={threads}", "train.compile=false"])

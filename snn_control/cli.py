@@ -4,10 +4,6 @@
     snn-control eval MODEL_DIR [--episodes N] [--seed S] [--out FILE] [--env KEY=VALUE ...]
     snn-control demo [MODEL_DIR] [--goals N]
     snn-control results-table [MODEL_DIR ...]
-    snn-control fit-predictor RUN_DIR [--updates N] [--every K] [--set KEY=VALUE ...]
-    snn-control rl-experiment NAME [--seeds N] [--workers W] [--set KEY=VALUE ...]
-    snn-control rl-table
-    snn-control rl-imitation [--steps N] [--variants A,B] [--out PATH]
     snn-control finetune MODEL_DIR BAG [BAG ...] [--out ROOT] [--set KEY=VALUE ...] [--env KEY=VALUE ...]
     snn-control bringup [--goals N] [--checkpoint DIR] [--no-sim] [--record] [--finetune]
                         [--set NODE:NAME:=VALUE ...]
@@ -21,8 +17,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import data_root, resolve
 
 
 def _default_run_dir(cfg_path: str) -> Path:
@@ -30,7 +25,7 @@ def _default_run_dir(cfg_path: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training.trainer import Trainer
+    from .predictive.trainer import Trainer
 
     cfg = config_mod.load(args.config, args.set)
     out = Path(args.out) if args.out else _default_run_dir(args.config)
@@ -64,7 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result["robustness"] = robustness(model_dir, result["episodes"], args.seed)
     out = Path(args.out) if args.out else model_dir / "eval.json"
     write_eval(result, out)
-    from .training.checkpoint import load_model
+    from .models.checkpoint import load_model
 
     _, _, spec, _ = load_model(model_dir)
     stem = out.with_suffix("")
@@ -91,69 +86,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_fit_predictor(args: argparse.Namespace) -> int:
-    from .training.predictor_fit import fit_predictor
-
-    run_dir = Path(args.run_dir)
-    cfg = config_mod.load(run_dir / "config.yaml", args.set)
-    for row in fit_predictor(run_dir, cfg, args.updates, args.every, args.seed):
-        print(json.dumps({**row, "set": args.set}), flush=True)
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.model_dir), goals=args.goals, seed=args.seed)
+    return run_demo(resolve(args.model_dir), goals=args.goals, seed=args.seed)
 
 
 def cmd_results_table(args: argparse.Namespace) -> int:
     from .results import results_table
 
-    dirs = [Path(d) for d in args.model_dirs] or sorted((REPO_ROOT / "models").glob("*/"))
+    dirs = [Path(d) for d in args.model_dirs] or sorted((data_root() / "models").glob("*/"))
     print(results_table(dirs))
-    return 0
-
-
-def cmd_rl_imitation(args: argparse.Namespace) -> int:
-    from .rl.imitation import VARIANTS, imitation_study
-
-    variants = args.variants.split(",") if args.variants else list(VARIANTS)
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
-    imitation_study(variants, steps=args.steps, out=Path(args.out))
-    print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_rl_experiment(args: argparse.Namespace) -> int:
-    from .rl.experiments import RUNS_ROOT, experiment_wall, run_experiment
-
-    results = run_experiment(args.name, seeds=args.seeds, workers=args.workers,
-                             runs_root=Path(args.runs) if args.runs else RUNS_ROOT, extra=tuple(args.set))
-    for v in results["variants"].values():
-        f = ".1f" if abs(v["mean"]) >= 10 else ".3f"  # returns vs success rates
-        print(f"{v['label']}: {results['score_label']} {v['mean']:{f}} +- {v['std']:{f}} over {v['seeds']} seeds")
-    print(f"wall time {experiment_wall(results)}; wrote results/rl/{args.name}.json, "
-          f"results/rl/{args.name}_curves.png, results/rl/summary.json and the table in docs/rl.md")
-    return 0
-
-
-def cmd_rl_table(args: argparse.Namespace) -> int:
-    from .rl.experiments import REPO_ROOT as ROOT, rl_table, update_docs_table
-
-    update_docs_table(ROOT / "docs" / "rl.md", ROOT / "results" / "rl")
-    print(rl_table())
     return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .training.bags import read_sessions
-    from .training.checkpoint import load_model
-    from .training.finetune import FinetuneError, FinetuneSettings, finetune, write_version
+    from .predictive.bags import read_sessions
+    from .models.checkpoint import load_model
+    from .predictive.finetune import FinetuneError, FinetuneSettings, finetune, write_version
 
     fields = {f.name for f in dataclasses.fields(FinetuneSettings)} - {"env_overrides"}
     values = config_mod.key_values(args.set, "--set")
@@ -232,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Panda): the eval JSON's 'robustness' object")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("demo", help="run a shipped controller in the closed loop, per-goal results")
-    p.add_argument("model_dir", nargs="?", default=str(REPO_ROOT / "models" / "panda_snn"))
+    p.add_argument("model_dir", nargs="?", default="models/panda_snn")
     p.add_argument("--goals", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
@@ -261,31 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="NODE:NAME:=VALUE",
                    help="override one node parameter, e.g. snn_controller:control_rate_hz:=50.0")
     p.set_defaults(func=cmd_bringup)
-    p = sub.add_parser("rl-experiment", help="run an RL experiment of docs/rl.md (all variants x seeds), write results/rl/")
-    p.add_argument("name", help="experiment: idp, reacher, slopes or panda")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--workers", type=int, default=2, help="training processes at a time")
-    p.add_argument("--runs", default=None,
-                   help="run directories go to RUNS/NAME/VARIANT_seedS/ (default results/rl/runs)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key in every run (e.g. rl.total_steps=2000 for a smoke test)")
-    p.set_defaults(func=cmd_rl_experiment)
-    p = sub.add_parser("rl-imitation", help="how well each TD3 actor variant clones the classical guide (docs/rl.md)")
-    p.add_argument("--steps", type=int, default=3000, help="Adam steps per variant")
-    p.add_argument("--variants", default=None, help="comma-separated (default: all of snn_control/rl/imitation.py)")
-    p.add_argument("--out", default="results/rl/imitation.json")
-    p.set_defaults(func=cmd_rl_imitation)
-    p = sub.add_parser("rl-table", help="regenerate the results table in docs/rl.md from results/rl/*.json")
-    p.set_defaults(func=cmd_rl_table)
-    p = sub.add_parser("fit-predictor", help="fit a fresh predictor to a training run's replay; "
-                       "held-out loss as JSON lines (compare settings with --set)")
-    p.add_argument("run_dir", help="a `snn-control train` run directory (its replay.npz and config.yaml)")
-    p.add_argument("--updates", type=int, default=300)
-    p.add_argument("--every", type=int, default=50, help="updates between held-out losses")
-    p.add_argument("--seed", type=int, default=0, help="held-out episodes, windows and initial weights")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one key of the run's config, e.g. --set model.dt=0.005 (repeatable)")
-    p.set_defaults(func=cmd_fit_predictor)
     p = sub.add_parser("results-table", help="Markdown table from models/*/eval.json")
     p.add_argument("model_dirs", nargs="*")
     p.set_defaults(func=cmd_results_table)
@@ -295,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .envs import EnvError
     from .models import IOSpecMismatch, ObservationError
-    from .training.checkpoint import CheckpointError
-    from .training.replay import ReplayError
+    from .models.checkpoint import CheckpointError
+    from .predictive.replay import ReplayError
 
     args = build_parser().parse_args(argv)
     try:

@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 from .envs import make_batch
-from .training.checkpoint import load_model
+from .models import load_model
 from .training.evaluate import heldout_tasks
 
 
 @torch.no_grad()
 def run_demo(model_dir: Path, goals: int = 8, seed: int = 0) -> int:
-    _, policy, io_spec, config = load_model(model_dir)
+    model = load_model(model_dir)
+    policy, io_spec, config = model.policy, model.spec, model.config
     torch.set_num_threads(1)  # batch 1: threads only add overhead
     env = make_batch(io_spec.task, 1, config.env)
     spec = env.spec
@@ -29,7 +30,7 @@ def run_demo(model_dir: Path, goals: int = 8, seed: int = 0) -> int:
         state = policy.initial_state(1, torch.zeros(1))
         unit = spec.distance_unit
         criterion = "|dx|, |dy| <=" if spec.task == "reacher" else "within"
-        kind = f"td3 {config.rl.actor} actor" if config.algorithm == "td3" else config.model.kind
+        kind = model.label
         print(f"{spec.task} demo: {model_dir} ({kind}), {goals} goals, "
               f"success {criterion} {spec.success_radius} {unit}, {spec.episode_steps} control steps "
               f"of {spec.control_period_s * 1000:.0f} ms each")

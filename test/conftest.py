@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from snn_control import config as C
-from snn_control.training.trainer import Trainer
+from snn_control.predictive.trainer import Trainer
 
 # A reacher run small enough for CI (seconds), big enough that its losses must fall.
 TINY = [

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from snn_control.models import IOSpecMismatch
-from snn_control.training.checkpoint import CheckpointError, load_model
+from snn_control.models.checkpoint import CheckpointError, load_model
 
 
 def _copy(tiny_run, tmp_path):

@@ -8,7 +8,7 @@ from snn_control.classical import run_classical
 from snn_control.envs import make_batch
 from snn_control.training.evaluate import action_response, evaluate, heldout_tasks, policy_at_rest, reach_metrics
 
-from .conftest import ScriptedPolicy
+from test.conftest import ScriptedPolicy
 
 CONTRACT = {"task", "episodes", "success_rate", "final_distance_median_m", "final_distance_p90_m",
             "parameters", "firing_rate_hz"}

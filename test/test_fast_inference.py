@@ -13,7 +13,7 @@ import torch
 
 from snn_control.config import ModelConfig
 from snn_control.models import build_networks
-from snn_control.runtime import FastPolicy, FastPredictor
+from snn_control.models import FastPolicy, FastPredictor
 from snn_control.spiking import SpikingNet, Surrogate
 from snn_control.spiking.fast import FastSpikingNet
 

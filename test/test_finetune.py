@@ -18,13 +18,13 @@ from snn_control.envs import make_batch
 from snn_control.envs.panda import LOWER, UPPER, VELOCITY_LIMIT
 from snn_control.runtime.controller import LoadedModel
 from snn_control.runtime.recording import SplitBagRecorder
-from snn_control.training.bags import COMMANDS, GOALS, STATES, read_sessions
-from snn_control.training.checkpoint import load_model
+from snn_control.predictive.bags import COMMANDS, GOALS, STATES, read_sessions
+from snn_control.models.checkpoint import load_model
 from snn_control.training.collect import rollout
-from snn_control.training import finetune as finetune_mod
-from snn_control.training.bag_ledger import BagLedger
+from snn_control.predictive import finetune as finetune_mod
+from snn_control.predictive.bag_ledger import BagLedger
 from snn_control.training.evaluate import heldout_tasks
-from snn_control.training.finetune import (GATE_SET, SELECTION_SET, FinetuneError, FinetuneSettings, SimulatedReach,
+from snn_control.predictive.finetune import (GATE_SET, SELECTION_SET, FinetuneError, FinetuneSettings, SimulatedReach,
                                            finetune, gate, split_heldout, split_windows, verdict, windows_needed,
                                            write_version)
 
@@ -205,7 +205,7 @@ def test_finetune_command_writes_a_version_or_says_why_not(payload_session, tmp_
 
 
 def test_used_bags_are_remembered_across_restarts_and_a_corrupt_ledger_is_kept_aside(tmp_path):
-    from snn_control.training.bag_ledger import BagLedger
+    from snn_control.predictive.bag_ledger import BagLedger
 
     out = tmp_path / "versions"
     ledger = BagLedger(out)

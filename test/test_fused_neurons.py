@@ -15,7 +15,7 @@ import torch
 
 from snn_control.config import ModelConfig
 from snn_control.models import build_networks, spiking_nets
-from snn_control.training.updates import decays_held
+from snn_control.predictive.updates import decays_held
 
 
 def _grads(model, obs, actions, goals, use_fused, held=False):
@@ -44,6 +44,18 @@ def _sequence_loss(model, obs, actions, goals, state, loss):
         if error is not None:
             loss = loss + (error**2).mean()
     return loss
+
+
+def _stepped(layer, drive, state, steps, fused=False):
+    """The reference for ``layer.span``: ``layer.step`` once per substep, op by op (or with
+    the fused substep, as span runs off the CPU); ``state`` None: from rest."""
+    decays = layer.decays()
+    state = layer.initial_state(drive.shape[-2], drive) if state is None else state
+    spikes = []
+    for t in range(steps):
+        state = layer.step(drive if drive.dim() == 2 else drive[t], state, decays, fused)
+        spikes.append(state.spikes)
+    return torch.stack(spikes), state
 
 
 def _check(neuron, surrogate, net="predictor", whole_step=False, held=False):
@@ -112,7 +124,7 @@ def test_span_from_a_state_matches_stepping(xi, kind, held):
         if fused_path:
             spikes, end = layer.span(drive, state, layer.decays(), steps)
         else:
-            spikes, end = layer._stepped(drive, state, layer.decays(), steps, fused=False)
+            spikes, end = _stepped(layer, drive, state, steps)
         loss = (spikes * up_spikes).sum() + sum((s * u).sum() for s, u in zip(end[:3], up_state))
         loss.backward()
         taus = [p.grad.clone() for n, p in layer.named_parameters() if n.startswith("log_tau") and p.grad is not None]
@@ -184,10 +196,10 @@ def test_fused_path_is_skipped_without_gradients():
 @pytest.mark.parametrize("xi,kind,held", [(0.0, "fast_sigmoid", True), (0.0, "fast_sigmoid", False),
                                           (0.5, "multi_gaussian", False), (0.5, "fast_sigmoid", True),
                                           (0.0, "rectangular", False)])
-def test_window_matches_stepping_values_and_gradients(xi, kind, held):
-    """All substeps of a feed-forward population as one node (numba, on the CPU): in
-    float64 the spikes are identical and the drive's gradient agrees with stepping op by op
-    within 1e-12 relative; so does stepping with the fused substep (other devices' path)."""
+def test_span_from_rest_matches_stepping_values_and_gradients(xi, kind, held):
+    """All substeps of a feed-forward population from rest as one node (numba, on the CPU):
+    in float64 the spikes are identical and the drive's gradient agrees with stepping op by
+    op within 1e-12 relative; so does stepping with the fused substep (other devices' path)."""
     from snn_control.spiking import Surrogate, SpikingLayer
 
     torch.manual_seed(1)
@@ -204,27 +216,14 @@ def test_window_matches_stepping_values_and_gradients(xi, kind, held):
         (spikes * upstream).sum().backward()
         return spikes.detach(), d.grad
 
-    ref_spikes, ref_grad = grad(lambda d: layer.stepped_window(d, steps, layer.decays(), fused=False))
-    spikes, g = grad(lambda d: layer.window(d, steps, layer.decays()))
+    ref_spikes, ref_grad = grad(lambda d: _stepped(layer, d, None, steps)[0])
+    spikes, g = grad(lambda d: layer.span(d, None, layer.decays(), steps)[0])
     assert 0.05 < float(ref_spikes.mean()) < 0.95  # both spiking and silent neurons are exercised
     assert torch.equal(spikes, ref_spikes)
     assert float((g - ref_grad).norm() / ref_grad.norm()) < 1e-12
-    fused_spikes, fused_grad = grad(lambda d: layer.stepped_window(d, steps, layer.decays()))
+    fused_spikes, fused_grad = grad(lambda d: _stepped(layer, d, None, steps, fused=True)[0])
     assert torch.equal(fused_spikes, ref_spikes)
     assert float((fused_grad - ref_grad).norm() / ref_grad.norm()) < 1e-12
-
-
-def test_window_refuses_recurrence_and_learnable_time_constants():
-    from snn_control.spiking import Surrogate, SpikingLayer
-
-    kwargs = dict(rank=None, analog_input=True, dt=1e-3, tau_mem=2e-3, tau_syn=1e-3, tau_ada=20e-3, xi=0.0,
-                  surrogate=Surrogate("fast_sigmoid", 5.0))
-    recurrent = SpikingLayer(4, 6, recurrent=True, learn_tau=False, **kwargs)
-    with pytest.raises(ValueError, match="recurrence"):
-        recurrent.window(torch.zeros(2, 6), 3, recurrent.decays())
-    learnable = SpikingLayer(4, 6, recurrent=False, learn_tau=True, **kwargs)
-    with pytest.raises(ValueError, match="learn_tau"):
-        learnable.window(torch.zeros(2, 6), 3, learnable.decays())
 
 
 def test_compiled_step_falls_back_to_the_fused_path_without_a_compiler(monkeypatch, caplog):

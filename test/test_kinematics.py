@@ -11,10 +11,10 @@ from snn_control.envs import EnvError, kinematic_layout
 from snn_control.envs.panda import LOWER, UPPER, VELOCITY_LIMIT, PandaBatch, PandaConfig
 from snn_control.models import build_networks
 from snn_control.models.kinematics import ChainKinematics, KinematicPrior, KinematicsError
-from snn_control.runtime import FastPredictor
-from snn_control.training.checkpoint import load_model, networks_for, save_model
+from snn_control.models import FastPredictor
+from snn_control.models.checkpoint import load_model, networks_for, save_model
 from snn_control.training.collect import rollout
-from snn_control.training.trainer import io_spec_for
+from snn_control.models import io_spec_for
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 from snn_control import config as C
 from snn_control.config import ModelConfig
 from snn_control.models import GRUPredictor, MLPPolicy, build_networks, parameter_count
-from snn_control.training.checkpoint import networks_for
+from snn_control.models.checkpoint import networks_for
 
 
 def test_spiking_nets_shapes_and_first_layer_recurrent():

@@ -1,4 +1,4 @@
-"""Neuron dynamics against values computed by hand from DESIGN.md section 3."""
+"""Neuron dynamics against values computed by hand from the equations of Huebotter et al. 2025."""
 
 import math
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .test_ros import start, stop, wait_for_output  # one domain, one way of starting nodes
+from test.test_ros import start, stop, wait_for_output  # one domain, one way of starting nodes
 
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")

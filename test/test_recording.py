@@ -61,8 +61,8 @@ def test_a_full_queue_drops_instead_of_blocking(tmp_path):
 
 
 def test_foreign_and_corrupt_bags_are_skipped_with_reasons(tmp_path):
-    from snn_control.training.bags import read_sessions
-    from snn_control.training.checkpoint import load_model
+    from snn_control.predictive.bags import read_sessions
+    from snn_control.models.checkpoint import load_model
 
     _, _, spec, _ = load_model(Path(__file__).resolve().parent.parent / "models" / "panda_snn")
     rec = SplitBagRecorder(tmp_path / "foreign", {"/joint_states": "sensor_msgs/msg/JointState"}, session="f")

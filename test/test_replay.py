@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from snn_control.training.replay import EpisodicReplay, ReplayError
+from snn_control.predictive.replay import EpisodicReplay, ReplayError
 
 
 def _episodes(n, steps=10, offset=0):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from snn_control.rl.guide import GuideSchedule
-from snn_control.rl.networks import MLPActor, SpikingActor
-from snn_control.rl.population import PopulationDecoder, PopulationEncoder
+from snn_control.models.actors import MLPActor, SpikingActor
+from snn_control.models.population import PopulationDecoder, PopulationEncoder
 from snn_control.rl.slopes import AdaptiveSlope, FixedSlope, ScheduledSlope, make_slope_schedule
 from snn_control.rl.td3 import TD3, TD3Settings, TransitionReplay
 
@@ -129,7 +129,7 @@ def test_replay_refuses_non_finite_transitions():
 def test_short_td3_run_on_the_reacher_critic_loss_falls(tmp_path):
     from snn_control import config as C
     from snn_control.models import parameter_count
-    from snn_control.training.checkpoint import load_model
+    from snn_control.models.checkpoint import load_model
     from snn_control.training.evaluate import evaluate, write_eval
     from snn_control.rl.trainer import RLTrainer
 
@@ -166,7 +166,7 @@ def test_short_td3_run_on_the_reacher_critic_loss_falls(tmp_path):
 
 def test_goal_error_actor_sees_goal_minus_effector_and_best_checkpoint_is_kept(tmp_path):
     from snn_control import config as C
-    from snn_control.training.checkpoint import load_model
+    from snn_control.models.checkpoint import load_model
     from snn_control.rl.trainer import RLTrainer
 
     cfg = C.load("config/reacher_td3.yaml", [
@@ -204,7 +204,7 @@ def test_goal_error_actor_sees_goal_minus_effector_and_best_checkpoint_is_kept(t
                                       (r["validation/success_rate"], r["validation/final_distance_median"]) ==
                                       (best_row["validation/success_rate"], best_row["validation/final_distance_median"]))
     load_model(tmp_path / "best")  # a model directory of its own
-    from snn_control.rl.experiments import evaluate_held_out
+    from studies.rl_experiments import evaluate_held_out
 
     held = evaluate_held_out(tmp_path)  # an experiment evaluates the best checkpoint, and says so
     assert held["checkpoint"] == f"best validation, env step {record['env_steps']}" and held["episodes"] == 256
@@ -281,7 +281,7 @@ def test_gym_task_errors_are_clear(tmp_path):
 def test_experiment_summary_and_table(tmp_path):
     """Mean and std over seeds of each run's best evaluation, and the docs table between
     its markers, from run directories (no training here)."""
-    from snn_control.rl import experiments as X
+    from studies import rl_experiments as X
 
     exp = X.EXPERIMENTS["idp"]
     curves = {"ann": [[10, 20], [30, 10]], "polyak_lif": [[5, 50], [60, 40]], "proxy_lif": [[90, 80], [70, 95]]}
@@ -316,7 +316,7 @@ def test_experiment_summary_and_table(tmp_path):
 
 
 def test_reach_experiment_reports_held_out_success_beside_predictive_control(tmp_path):
-    from snn_control.rl import experiments as X
+    from studies import rl_experiments as X
 
     exp = X.EXPERIMENTS["reacher"]
     success = {"td3_proxy": [0.5, 0.7], "td3_proxy_guided": [0.9, 0.95]}
@@ -342,7 +342,7 @@ def test_reach_experiment_reports_held_out_success_beside_predictive_control(tmp
 
 
 def test_slope_study_reports_transitions_to_the_threshold(tmp_path):
-    from snn_control.rl import experiments as X
+    from studies import rl_experiments as X
 
     exp = X.EXPERIMENTS["slopes"]
     curves = {"k100": [[0.1, 0.2], [0.3, 0.4]], "k2": [[0.4, 0.6], [0.5, 0.7]],  # k100 never reaches 0.5
@@ -372,7 +372,7 @@ def test_slope_study_reports_transitions_to_the_threshold(tmp_path):
 
 def test_imitation_check_fits_the_guide():
     from snn_control.config import load
-    from snn_control.rl.imitation import CONFIG, guide_data, imitate
+    from studies.imitation import CONFIG, guide_data, imitate
 
     cfg = load(CONFIG)
     data = guide_data(cfg.task, cfg.env, copies=16, episodes=1, noise=0.3, seed=0)
@@ -388,9 +388,9 @@ def test_imitation_check_fits_the_guide():
 def test_fast_actor_matches_the_module_in_float64(neuron):
     import copy
 
-    from snn_control.rl.fast_actor import FastSpikingActor
-    from snn_control.rl.networks import ActorPolicy, SpikingActor
-    from snn_control.runtime import FastPolicy
+    from snn_control.models.fast_actor import FastSpikingActor
+    from snn_control.models.actors import ActorPolicy, SpikingActor
+    from snn_control.models import FastPolicy
 
     torch.manual_seed(0)
     actor = SpikingActor(10, 2, hidden=(48, 32), pop=6, timesteps=5, neuron=neuron)

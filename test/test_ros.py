@@ -303,8 +303,8 @@ class TestRunningSystem:
         matched = [(m.header.stamp.sec, m.header.stamp.nanosec) in states for m in stamped]
         assert np.mean(matched) > 0.5
         # ... and the session turns back into training windows
-        from snn_control.training.bags import read_sessions
-        from snn_control.training.checkpoint import load_model
+        from snn_control.predictive.bags import read_sessions
+        from snn_control.models.checkpoint import load_model
 
         _, _, spec, _ = load_model(REPO / "models" / "panda_snn")
         episodes = read_sessions(bags, spec, length=20)

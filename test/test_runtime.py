@@ -9,7 +9,7 @@ import pytest
 from snn_control.models import IOSpecMismatch
 from snn_control.runtime import (ControllerCore, ControllerSettings, GoalRejected, JointStateError, LoopStats,
                                  SettingsError, StateWatchdog, TorqueSafetyFilter, Workspace, order_joint_state)
-from snn_control.training.checkpoint import CheckpointError
+from snn_control.models.checkpoint import CheckpointError
 
 PANDA = Path(__file__).resolve().parent.parent / "models" / "panda_snn"
 NAMES = [f"panda_joint{i}" for i in range(1, 8)]
@@ -329,9 +329,9 @@ def test_a_td3_trained_model_drives_the_controller_without_a_forward_model(core,
     predictive-control one; it publishes no prediction, and its torques pass the filter."""
     from snn_control import config as C
     from snn_control.envs import make_batch
-    from snn_control.rl.networks import ActorPolicy, build_actor
-    from snn_control.training.checkpoint import save_model
-    from snn_control.training.trainer import io_spec_for
+    from snn_control.models.actors import ActorPolicy, build_actor
+    from snn_control.models.checkpoint import save_model
+    from snn_control.models import io_spec_for
 
     cfg = C.load(PANDA.parent.parent / "config" / "reacher_td3.yaml", ["task=panda", "rl.hidden=[32, 32]", "rl.pop=4"])
     env = make_batch("panda", 1, cfg.env)

@@ -10,7 +10,7 @@ import pytest
 from snn_control import config as C
 from snn_control.cli import main
 from snn_control.models import parameter_count
-from snn_control.training.checkpoint import load_model
+from snn_control.models.checkpoint import load_model
 from snn_control.training.evaluate import HELDOUT_EPISODES
 
 MODELS = Path(__file__).resolve().parent.parent / "models"

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from snn_control.training.trainer import Trainer, make_optimizer
-from snn_control.training.updates import still_action_penalties
+from snn_control.predictive.trainer import Trainer, make_optimizer
+from snn_control.predictive.updates import still_action_penalties
 
-from .conftest import ScriptedPolicy, tiny_config
+from test.conftest import ScriptedPolicy, tiny_config
 
 
 def _rows(run_dir):
@@ -113,7 +113,7 @@ def test_hold_still_penalty_quiets_the_policy_at_rest(tiny_run, tmp_path, key, w
 
 
 def test_training_goes_on_from_a_trained_model(tiny_run, tmp_path):
-    from snn_control.training.checkpoint import CheckpointError, load_model
+    from snn_control.models.checkpoint import CheckpointError, load_model
 
     predictor, policy, _, _ = load_model(tiny_run)
     # another seed: other data in the first collection, so a recalibration would show
@@ -156,7 +156,7 @@ def test_fit_stops_when_asked_after_saving_that_iteration(tmp_path):
 
 
 def test_activity_penalty_against_its_formula():
-    from snn_control.training.trainer import activity_penalty
+    from snn_control.predictive.trainer import activity_penalty
 
     rates = [torch.tensor([0.0, 50.0, 300.0]), torch.tensor([5.0])]
     expected = ((1.0 / 100) ** 2 + 0 + (200.0 / 100) ** 2) / 3 / 2 + 0 / 2  # low 1 Hz, high 100 Hz
@@ -222,7 +222,7 @@ def test_fit_predictor_without_a_replay_says_so(tiny_run, tmp_path, capsys):
 
 
 def test_run_keeps_its_best_validation_checkpoint(tiny_run):
-    from snn_control.training.checkpoint import load_model
+    from snn_control.models.checkpoint import load_model
 
     record = json.loads((tiny_run / "best" / "best.json").read_text())
     rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]

@@ -87,6 +87,12 @@ class ForwardModel(nn.Module):
     def core_step(self, x: torch.Tensor, core: Any) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError
 
+    def fast(self):
+        """Batch-1 path (:mod:`.inference`): the torch module without autograd."""
+        from .inference import TorchPredictStep
+
+        return TorchPredictStep(self)
+
     def initial_state(self, batch: int, like: torch.Tensor) -> PredictorState:
         return PredictorState(self.core_initial_state(batch, like), None)
 
@@ -139,6 +145,11 @@ class SpikingPredictor(ForwardModel):
 
     def core_step(self, x, core):
         return self.net.step(x, core)
+
+    def fast(self):
+        from .inference import SpikingPredictStep
+
+        return SpikingPredictStep(self)
 
     def calibrate_inputs(self, features: np.ndarray) -> None:
         self.net.calibrate_input_gain(features)
@@ -201,6 +212,11 @@ class SpikingPolicy(nn.Module):
             state = (state, integral)
         return torch.tanh(potential), potential, state
 
+    def fast(self):
+        from .inference import SpikingPolicyStep
+
+        return SpikingPolicyStep(self)
+
     def calibrate(self, episodes_obs: np.ndarray, goals: np.ndarray) -> None:
         """Input gains from observations ``(N, T+1, O)`` and goals ``(N, G)``."""
         goals = np.broadcast_to(goals[:, None, :], (*episodes_obs.shape[:2], goals.shape[-1]))
@@ -228,6 +244,8 @@ class GRUPredictor(ForwardModel):
 class MLPPolicy(nn.Module):
     """Baseline: deterministic MLP (two hidden layers, ReLU), tanh output; stateless."""
 
+    goal_integral = None  # integral action is the spiking policy's
+
     def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, hidden: int,
                  goal_error: tuple[int, int] | None = None) -> None:
         super().__init__()
@@ -247,6 +265,11 @@ class MLPPolicy(nn.Module):
     def step(self, obs, goal, state):
         potential = self.body(policy_input(obs, goal, self.goal_error))
         return torch.tanh(potential), potential, None
+
+    def fast(self):
+        from .inference import TorchPolicyStep
+
+        return TorchPolicyStep(self)
 
 
 def parameter_count(module: nn.Module) -> int:

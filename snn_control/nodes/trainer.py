@@ -4,7 +4,7 @@ Every ``watch_period_s`` it looks in ``bag_dir`` for closed bags (a split the re
 finished has its ``metadata.yaml``) that it has not used yet; or it takes the ``bags``
 parameter's list once. When the new bags hold at least ``min_windows`` usable windows (and
 as many as fine-tuning needs) it fine-tunes the running checkpoint on them in a worker
-thread (:func:`snn_control.training.finetune.finetune`). The candidate must pass the gate
+thread (:func:`snn_control.predictive.finetune.finetune`). The candidate must pass the gate
 against both the running model and the model this node started with (its first
 ``checkpoint``, the session start), so that rounds cannot drift further than one tolerance
 from where the session began. An accepted candidate is written as ``output_dir/vNNNN/``;
@@ -56,7 +56,7 @@ def closed_bags(directory: Path) -> list[Path]:
 class TrainerNode(Node):
     def __init__(self) -> None:
         super().__init__("trainer")
-        from ..training.finetune import FinetuneSettings
+        from ..predictive.finetune import FinetuneSettings
 
         defaults = FinetuneSettings()
         p = declare(
@@ -91,7 +91,7 @@ class TrainerNode(Node):
         self.bag_dir = Path(p["bag_dir"]).expanduser()
         self.given = [Path(b).expanduser() for b in p["bags"] if b]
         self.output_dir = Path(p["output_dir"]).expanduser()
-        from ..training.bag_ledger import BagLedger
+        from ..predictive.bag_ledger import BagLedger
 
         self.used = BagLedger(self.output_dir)
         self.rounds = 0
@@ -114,7 +114,7 @@ class TrainerNode(Node):
     def _check_settings(self) -> None:
         """Settings that no bag can make work are refused at start, not once per round."""
         from ..config import ConfigError, load as load_config
-        from ..training.finetune import FinetuneError, check_settings
+        from ..predictive.finetune import FinetuneError, check_settings
 
         try:
             check_settings(self.settings, load_config(self.checkpoint / "config.yaml"))
@@ -157,9 +157,9 @@ class TrainerNode(Node):
 
     # -- one round (worker thread) ------------------------------------------------------
     def _round(self, bags: list[Path], forced: bool) -> None:
-        from ..training.bags import read_sessions
-        from ..training.checkpoint import load_model
-        from ..training.finetune import FinetuneError, finetune, windows_needed, write_version
+        from ..predictive.bags import read_sessions
+        from ..models.checkpoint import load_model
+        from ..predictive.finetune import FinetuneError, finetune, windows_needed, write_version
 
         try:
             _, _, spec, _ = load_model(self.checkpoint)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..envs.gym_task import make_gym_task
-from .networks import SpikingActor
+from ..models.actors import SpikingActor
 from .td3 import TransitionReplay, UpdateRatio
 from .trainer import GuideError, build_agent
 

@@ -25,7 +25,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .networks import MLPActor, TwinCritic
+from ..models.actors import MLPActor, mlp
+
+
+class TwinCritic(nn.Module):
+    """Two independent Q networks ``Q(s, a)`` (TD3's clipped double Q)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden=(256, 256)) -> None:
+        super().__init__()
+        self.q1 = mlp([obs_dim + act_dim, *hidden, 1])
+        self.q2 = mlp([obs_dim + act_dim, *hidden, 1])
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([obs, action], -1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+    def q1_value(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``Q1(s, a)`` alone: what TD3's actor loss needs."""
+        return self.q1(torch.cat([obs, action], -1)).squeeze(-1)
 
 
 @dataclass

@@ -7,7 +7,7 @@ minus the effector-goal distance in the task's unit) go to the replay together w
 guide's action (for the behaviour-cloning term); then ``updates_per_step`` TD3 updates
 per transition. The surrogate slope follows its schedule. Validation: deterministic
 actor on the held-out validation goal set. The run directory is a model directory
-(:mod:`snn_control.training.checkpoint`: ``model.pt`` with the actor as the policy, the I/O
+(:mod:`snn_control.models.checkpoint`: ``model.pt`` with the actor as the policy, the I/O
 spec, ``config.yaml``) that ``snn-control eval`` and the controller node load like a
 predictive-control one, plus ``metrics.jsonl`` and TensorBoard files; ``best/`` is the
 model directory of the best validation so far (TD3's actor can get worse late in a run).
@@ -31,10 +31,10 @@ from ..classical import OperationalSpacePD
 from ..config import ExperimentConfig
 from ..envs import make_batch
 from ..models.networks import policy_input
-from ..training.checkpoint import keep_best, save_model
-from ..training.trainer import io_spec_for
+from ..models.checkpoint import keep_best, save_model
+from ..models import io_spec_for
 from .guide import GuideSchedule
-from .networks import ActorPolicy, SpikingActor, build_actor
+from ..models.actors import ActorPolicy, SpikingActor, build_actor
 from .slopes import make_slope_schedule
 from .td3 import TD3, TD3Settings, TransitionReplay, UpdateRatio
 

@@ -33,11 +33,9 @@ import numpy as np
 
 from ..envs.panda import (JOINT_NAMES, LOWER, NEUTRAL, TORQUE_LIMIT, UPPER, VELOCITY_LIMIT, PandaConfig,
                           kinematic_layout, observation)
-from ..models import IOSpecMismatch
+from ..models import FastPolicy, FastPredictor, IOSpecMismatch, load_model
 from ..models.kinematics import ChainKinematics
-from ..training.checkpoint import load_model
 from .goals import GoalRejected
-from .inference import FastPolicy, FastPredictor
 from .joint_states import JointStateError, check_plausible, order_joint_state
 from .safety import TorqueSafetyFilter
 from .settings import ControllerSettings
@@ -69,13 +67,12 @@ class LoadedModel:
 
     @classmethod
     def load(cls, model_dir: str | Path, joint_names, control_period_s: float) -> "LoadedModel":
-        predictor, policy, spec, config = load_model(
-            model_dir, {"joint_names": list(joint_names), "control_period_s": control_period_s})
+        loaded = load_model(model_dir, {"joint_names": list(joint_names), "control_period_s": control_period_s})
+        spec = loaded.spec
         if spec.task != "panda":
             raise IOSpecMismatch(f"{model_dir}: a {spec.task!r} model cannot drive a Panda")
         version = (Path(model_dir) / "VERSION").read_text().strip() if (Path(model_dir) / "VERSION").exists() else "0"
-        model = cls(Path(model_dir), version, FastPolicy(policy),
-                    FastPredictor(predictor) if predictor is not None else None,
+        model = cls(Path(model_dir), version, loaded.fast_policy(), loaded.fast_predictor(),
                     np.asarray(spec.action_scale, dtype=np.float64), "dq1" in spec.obs_names,
                     slice(*spec.effector))
         # One step on zeros compiles (or loads from cache) the kernels now, not on a control tick.
@@ -321,10 +318,9 @@ class ControllerCore:
 def check_model_dir(model_dir: str | Path, joint_names, control_period_s: float) -> None:
     """Refuse a model directory before loading it: its files must be regular files inside
     it (no links out), ``io_spec.json`` a valid spec that fits, ``model.pt`` present.
-    Raises :class:`~snn_control.training.checkpoint.CheckpointError` or
+    Raises :class:`~snn_control.models.checkpoint.CheckpointError` or
     :class:`~snn_control.models.IOSpecMismatch`, whatever the directory holds."""
-    from ..models import IOSpec
-    from ..training.checkpoint import CheckpointError
+    from ..models import CheckpointError, IOSpec
 
     root = Path(model_dir)
     if not root.is_dir():

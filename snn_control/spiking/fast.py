@@ -72,9 +72,10 @@ def _net_step(x, substeps, w_in, bias, ff_pre, ff_post_t, ff_dense_t, rec_pre, r
 @numba.njit(cache=True, nogil=True, inline="always")
 def neurons_step(drive, current, voltage, adaptation, spikes, active, beta_syn, beta_mem, beta_ada,
                  xi):  # pragma: no cover - compiled
-    """One substep of one population (1-D arrays, updated in place): the ALIF equations of
-    :mod:`.neurons` (LIF when ``xi`` is 0), in the same order. The neurons that fired are
-    listed in ``active``; returns how many."""
+    """One substep of one population (1-D arrays, updated in place): a copy of
+    :func:`.neurons.neuron_step` (LIF when ``xi`` is 0), in the same order. A copy because
+    this path runs in float64 inside numba and lists the neurons that fired (for the
+    event-driven synapses) in ``active``; returns how many."""
     fired = 0
     for n in range(drive.shape[0]):
         i = beta_syn[n] * current[n] + drive[n]

@@ -4,10 +4,9 @@ With a compiler, training runs each net's whole control step through ``torch.com
 (:meth:`.network.SpikingNet.compile_step`). Without one, the op-by-op step would record
 about fifteen elementwise ops per substep and replay them backward, each a full pass over
 ``(B, N)`` memory. Here the forward of a substep is one function and its backward is
-written out by hand (below). It computes what ``neuron_step`` computes: the forward is the
-same ops in the same order (bitwise equal), and the gradients are the same chain rule,
-including the detached reset and the surrogate derivative (``test_fused_neurons``
-compares both in float64).
+written out by hand (below). The forward is ``neuron_step`` itself (bitwise equal), and
+the gradients are the same chain rule, including the detached reset and the surrogate
+derivative (``test_fused_neurons`` compares them in float64).
 
 Backward, for upstream gradients gI', gU', gA', gs of the outputs (v = U_pre - theta is
 recomputed from the saved state rather than stored):
@@ -33,23 +32,14 @@ import numba
 import numpy as np
 import torch
 
+from .neurons import Decays, NeuronState, neuron_step
 from .surrogate import surrogate_derivative
 
-def _forward(drive, current, voltage, adaptation, beta_syn, beta_mem, beta_ada, xi: float):
-    new_current = beta_syn * current + drive
-    pre_reset = beta_mem * voltage + (1.0 - beta_mem) * new_current
-    if xi:
-        theta = 1.0 + xi * adaptation
-        v = pre_reset - theta
-        spikes = (v > 0).to(v.dtype)
-        new_voltage = pre_reset - theta * spikes
-        new_adaptation = beta_ada * adaptation + spikes
-    else:
-        v = pre_reset - 1.0
-        spikes = (v > 0).to(v.dtype)
-        new_voltage = pre_reset - spikes
-        new_adaptation = adaptation
-    return new_current, new_voltage, new_adaptation, spikes
+
+def _heaviside(v: torch.Tensor) -> torch.Tensor:
+    """The spike function's forward (:class:`.surrogate.Surrogate`) without its autograd
+    node: inside a Function's forward nothing is recorded."""
+    return (v > 0).to(v.dtype)
 
 
 def _backward(g_current, g_voltage, g_adaptation, g_spikes, current, voltage, adaptation,
@@ -75,8 +65,9 @@ class FusedNeuronStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, drive, current, voltage, adaptation, beta_syn, beta_mem, beta_ada, xi, surrogate):  # type: ignore[override]
-        new_current, new_voltage, new_adaptation, spikes = _forward(
-            drive, current, voltage, adaptation, beta_syn, beta_mem, beta_ada, float(xi))
+        new_current, new_voltage, new_adaptation, spikes = neuron_step(
+            drive, NeuronState(current, voltage, adaptation, None),
+            Decays(beta_syn, beta_mem, beta_ada), float(xi), _heaviside)
         # Old state and the new current only: the old state of step k + 1 is the new state
         # of step k, so across a sequence each tensor is stored once.
         ctx.save_for_backward(current, voltage, adaptation, new_current, beta_syn, beta_mem, beta_ada)
@@ -99,7 +90,10 @@ def _span_forward_cpu(drive, current0, voltage0, adaptation0, beta_syn, beta_mem
                       one, keep, chunks, spikes, v, current, voltage, adaptation):  # pragma: no cover
     """The span's forward, in place into ``spikes`` and ``v`` (steps, B, N) and the final
     state ``current``, ``voltage``, ``adaptation`` (B, N): every operation in the arrays'
-    dtype and in :func:`_forward`'s order (``one``, ``xi`` and ``keep`` come in that dtype).
+    dtype and in :func:`.neurons.neuron_step`'s order (``one``, ``xi`` and ``keep`` come in
+    that dtype). A copy of that substep: numba loops cannot call torch code, and this is
+    what keeps a row's state in the cache; the state recompute in :func:`_span_backward_cpu`
+    repeats it.
     The batch is split into ``chunks`` run in parallel; within one, a row at a time, so its
     state stays in the L1 cache for all substeps, and branch-free over contiguous neurons
     so that it vectorises: ``keep`` 1 keeps the trace as it is (LIF), 0 updates it (ALIF);
@@ -217,10 +211,11 @@ class FusedNeuronSpan(torch.autograd.Function):
     ``steps`` substeps of a population without recurrence, from the state ``(I, U, A)``
     (each ``(B, N)``), for ``drive`` given per substep ``(steps, B, N)`` or held ``(B, N)``:
     spikes ``(steps, B, N)`` and the state after the last substep. The forward is
-    :func:`_forward`'s ops in the same order and dtype (same spikes and state); the backward
-    runs the chain rule above back through the span, both as numba loops (CPU tensors only;
-    :meth:`.neurons.SpikingLayer.span` steps instead elsewhere). One node in the autograd
-    graph instead of one per substep and connection, and the state never leaves the cache.
+    :func:`.neurons.neuron_step`'s ops in the same order and dtype (same spikes and state);
+    the backward runs the chain rule above back through the span, both as numba loops (CPU
+    tensors only; :meth:`.neurons.SpikingLayer.span` steps instead elsewhere). One node in
+    the autograd graph instead of one per substep and connection, and the state never
+    leaves the cache.
     """
 
     @staticmethod
@@ -230,7 +225,7 @@ class FusedNeuronSpan(torch.autograd.Function):
         spikes, v = drive.new_empty((steps, *drive3.shape[1:])), drive.new_empty((steps, *drive3.shape[1:]))
         state = [current.new_empty(current.shape) for _ in range(3)]
         dtype = _np(beta_syn).dtype
-        keep = dtype.type(0.0 if xi else 1.0)  # LIF keeps its (unused) trace, as _forward does
+        keep = dtype.type(0.0 if xi else 1.0)  # LIF keeps its (unused) trace, as neuron_step does
         _span_forward_cpu(_np(drive3), _np(current), _np(voltage), _np(adaptation), _np(beta_syn), _np(beta_mem),
                           _np(1.0 - beta_mem), _np(beta_ada), dtype.type(xi), dtype.type(1.0), keep, _chunks(drive3.shape[1]),
                           spikes.numpy(), v.numpy(), *(s.numpy() for s in state))

@@ -1,6 +1,6 @@
 """Leaky integrate-and-fire neurons with synaptic current and threshold adaptation.
 
-Per substep of length ``dt`` (DESIGN.md section 3), with ``beta_x = exp(-dt / tau_x)``:
+Per substep of length ``dt`` (as in Huebotter et al. 2025), with ``beta_x = exp(-dt / tau_x)``:
 
     I     = beta_syn * I + drive              (drive: W x + b, plus W_rec s_prev if recurrent)
     U     = beta_mem * U + (1 - beta_mem) * I
@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from .connections import init_connection, make_connection
-from .fused import FusedNeuronSpan, FusedNeuronStep
 from .init import analog_input_std, spiking_input_std
 from .surrogate import Surrogate
 
@@ -58,10 +57,15 @@ def neuron_step(
 ) -> NeuronState:
     """One substep of the ALIF equations above; returns the new state (spikes in ``.spikes``).
 
+    The one torch definition of the substep: every torch path calls it, the fused
+    functions' forward included; only the numba loops (:mod:`.fused`, :mod:`.fast`) copy it.
+
     ``fused``: while recording gradients, run the substep as one autograd function
     (:mod:`.fused`: same values and gradients, a fraction of the memory passes).
     """
     if fused and torch.is_grad_enabled():
+        from .fused import FusedNeuronStep  # not at the top: .fused calls this function
+
         return NeuronState(*FusedNeuronStep.apply(
             drive, state.current, state.voltage, state.adaptation, decays.syn, decays.mem,
             decays.ada, xi, spike_fn))
@@ -157,46 +161,34 @@ class SpikingLayer(nn.Module):
         zeros = like.new_zeros(batch, self.size)
         return NeuronState(zeros, zeros, zeros, zeros)
 
-    def step(self, drive: torch.Tensor, state: NeuronState, decays: Decays, fused: bool = False) -> NeuronState:
+    def step(self, drive: torch.Tensor, state: NeuronState, decays: Decays,
+             fused: bool = False) -> NeuronState:
         """One substep. ``drive`` ``(B, N)`` is this layer's input current (``self.input``
         applied by the caller, so a held input is projected once per control step)."""
         if self.recurrent is not None:
             drive = drive + self.recurrent(state.spikes)
         return neuron_step(drive, state, decays, self.xi, self.surrogate, fused)
 
-    def span(self, drive: torch.Tensor, state: NeuronState, decays: Decays,
+    def span(self, drive: torch.Tensor, state: NeuronState | None, decays: Decays,
              steps: int) -> tuple[torch.Tensor, NeuronState]:
-        """``steps`` substeps from ``state``: spikes ``(steps, B, N)`` and the state after.
-        ``drive`` is given per substep ``(steps, B, N)`` or held ``(B, N)``. Without
-        recurrence and on the CPU, one autograd node (:class:`.fused.FusedNeuronSpan`:
+        """``steps`` substeps from ``state`` (None: from rest): spikes ``(steps, B, N)`` and
+        the state after. ``drive`` is given per substep ``(steps, B, N)`` or held ``(B, N)``.
+        Without recurrence and on the CPU, one autograd node (:class:`.fused.FusedNeuronSpan`:
         same spikes, state and gradients); otherwise the fused :meth:`step` once per substep."""
+        if state is None:
+            state = self.initial_state(drive.shape[-2], drive)
         if self.recurrent is None and drive.device.type == "cpu":
-            spikes, current, voltage, adaptation = FusedNeuronSpan.apply(
-                drive, state.current, state.voltage, state.adaptation, decays.syn, decays.mem, decays.ada,
-                steps, self.xi, self.surrogate)
-            return spikes, NeuronState(current, voltage, adaptation, spikes[-1])
-        return self._stepped(drive, state, decays, steps, fused=True)
+            from .fused import FusedNeuronSpan  # not at the top: .fused calls neuron_step
 
-    def _stepped(self, drive, state: NeuronState, decays: Decays, steps: int, fused: bool):
+            spikes, current, voltage, adaptation = FusedNeuronSpan.apply(
+                drive, state.current, state.voltage, state.adaptation, decays.syn, decays.mem,
+                decays.ada, steps, self.xi, self.surrogate)
+            return spikes, NeuronState(current, voltage, adaptation, spikes[-1])
         spikes = []
         for t in range(steps):
-            state = self.step(drive if drive.dim() == 2 else drive[t], state, decays, fused)
+            state = self.step(drive if drive.dim() == 2 else drive[t], state, decays, fused=True)
             spikes.append(state.spikes)
         return torch.stack(spikes), state
-
-    def window(self, drive: torch.Tensor, steps: int, decays: Decays) -> torch.Tensor:
-        """Spikes ``(steps, B, N)`` of ``steps`` substeps from a fresh state, for ``drive``
-        per substep ``(steps, B, N)`` or held ``(B, N)``: :meth:`span` from rest, for a
-        feed-forward layer with frozen time constants."""
-        if self.recurrent is not None:
-            raise ValueError("window() needs a layer without recurrence; step it instead")
-        if any(d.requires_grad for d in decays) and torch.is_grad_enabled():
-            raise ValueError("window() has no time-constant gradients; build the layer with learn_tau=False")
-        return self.span(drive, self.initial_state(drive.shape[-2], drive), decays, steps)[0]
-
-    def stepped_window(self, drive: torch.Tensor, steps: int, decays: Decays, fused: bool = True) -> torch.Tensor:
-        """What :meth:`window` computes, by :meth:`step` once per substep (its reference)."""
-        return self._stepped(drive, self.initial_state(drive.shape[-2], drive), decays, steps, fused)[0]
 
 
 class ReadoutState(NamedTuple):

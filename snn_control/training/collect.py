@@ -74,3 +74,23 @@ def rollout(
         act_log[:, t] = action
         obs_log[:, t + 1] = obs
     return Episodes(obs_log, act_log, np.asarray(goals, dtype=np.float32))
+
+
+def actions_at_rest(policy, states: torch.Tensor, effector: slice, velocity: list[int],
+                    warmup: int, steps: int) -> torch.Tensor:
+    """``(steps, B, A)``: the policy's actions with the arm at rest at its goal, ``states (B, O)``
+    with zero joint velocity and the goal where the effector is, the input frozen, after
+    ``warmup`` steps without gradient. Gravity is compensated (Panda) or absent (reacher), so
+    zero torque is the right answer there."""
+    x = states.clone()
+    x[:, velocity] = 0.0
+    goal = x[:, effector]
+    state = policy.initial_state(x.shape[0], x)
+    with torch.no_grad():
+        for _ in range(warmup):
+            _, _, state = policy.step(x, goal, state)
+    actions = []
+    for _ in range(steps):
+        action, _, state = policy.step(x, goal, state)
+        actions.append(action)
+    return torch.stack(actions)

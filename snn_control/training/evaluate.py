@@ -22,9 +22,8 @@ from ..envs.base import velocity_indices
 from ..models import parameter_count, spiking_nets
 from ..paths import resolve
 from ..spiking import LowRankLinear
-from .checkpoint import load_model
-from .collect import rollout
-from .updates import actions_at_rest
+from ..models import load_model
+from .collect import actions_at_rest, rollout
 
 HELDOUT_ENTROPY = 20250916  # Huebotter et al. 2025's arXiv date; held-out goals: [this, eval seed]
 HELDOUT_EPISODES = {"reacher": 256, "panda": 128}  # the full held-out set per task
@@ -227,8 +226,9 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
     """``env_overrides``: changes to the plant the model was trained on (e.g. a payload)."""
     import dataclasses
 
-    predictor, policy, spec, config = load_model(model_dir)
-    torch.set_num_threads(config.rl.threads if config.algorithm == "td3" else config.train.threads)
+    model = load_model(model_dir)
+    predictor, policy, spec, config = model
+    torch.set_num_threads(model.threads)
     episodes = episodes or HELDOUT_EPISODES[spec.task]
     env_cfg = nominal_plant(config.env)  # a model trained on randomised plants is judged on its nominal one
     if env_overrides:
@@ -242,8 +242,7 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
         starts, goals = heldout_tasks(env, episodes, seed)
         nets = {"predictor": spiking_nets(predictor) if predictor is not None else [],
                 "policy": spiking_nets(policy)}
-        actor = getattr(policy, "actor", None)  # a TD3-trained model's actor (rl.networks)
-        spiking_actor = actor if hasattr(actor, "activity") else None
+        spiking_actor = model.spiking_actor
         counting = [net for group in nets.values() for net in group] + ([spiking_actor] if spiking_actor else [])
         for net in counting:
             net.count_spikes = True
@@ -270,7 +269,7 @@ def evaluate(model_dir: str | Path, episodes: int | None = None, seed: int = 0,
             pred_err["action_response"] = action_response(env, predictor, starts, goals, spec.effector)
         result: dict[str, Any] = {
             "task": spec.task,
-            "model_kind": config.rl.actor if config.algorithm == "td3" else config.model.kind,
+            "model_kind": model.kind,
             "episodes": episodes,
             "seed": seed,
             "env_overrides": dict(env_overrides or {}),

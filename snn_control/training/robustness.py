@@ -18,7 +18,7 @@ import numpy as np
 
 from ..classical import run_classical
 from ..envs import EnvError, make_batch, nominal_plant
-from .checkpoint import load_model
+from ..models.checkpoint import load_model
 from .collect import rollout
 
 SUITE_BASE = {"joint_friction": "gaz2019", "joint_damping": [0.1, 0.1, 0.1, 0.1, 0.05, 0.05]}

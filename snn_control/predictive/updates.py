@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..models import spiking_nets
+from ..training.collect import actions_at_rest
 
 
 def use_training_path(predictor: nn.Module, policy: nn.Module, t: TrainConfig, compile_steps: bool) -> None:
@@ -127,26 +128,6 @@ def mean_distance(distance: torch.Tensor, t: TrainConfig) -> float:
     """Per-step mean distance (m) from :func:`imagined_distance`'s sum."""
     mean = float(distance.detach()) / t.unroll
     return mean if t.distance_loss == "euclidean" else mean**0.5
-
-
-def actions_at_rest(policy, states: torch.Tensor, effector: slice, velocity: list[int],
-                    warmup: int, steps: int) -> torch.Tensor:
-    """``(steps, B, A)``: the policy's actions with the arm at rest at its goal, ``states (B, O)``
-    with zero joint velocity and the goal where the effector is, the input frozen, after
-    ``warmup`` steps without gradient. Gravity is compensated (Panda) or absent (reacher), so
-    zero torque is the right answer there."""
-    x = states.clone()
-    x[:, velocity] = 0.0
-    goal = x[:, effector]
-    state = policy.initial_state(x.shape[0], x)
-    with torch.no_grad():
-        for _ in range(warmup):
-            _, _, state = policy.step(x, goal, state)
-    actions = []
-    for _ in range(steps):
-        action, _, state = policy.step(x, goal, state)
-        actions.append(action)
-    return torch.stack(actions)
 
 
 def still_action_penalties(policy, obs: torch.Tensor, effector: slice, velocity: list[int],

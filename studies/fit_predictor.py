@@ -1,7 +1,7 @@
 """Fit a fresh forward model to a finished run's replay: which predictor settings learn
 the same data fastest and best, without the policy in the loop.
 
-``snn-control fit-predictor RUN_DIR [--set KEY=VALUE ...]`` builds the predictor of the
+``python -m studies.fit_predictor RUN_DIR [--set KEY=VALUE ...]`` builds the predictor of the
 run's own config (with the overrides), fits it with the trainer's own update on windows
 from most of the run's episodes, and prints the loss on windows from the rest (the held-out
 episodes and windows are drawn by ``--seed``, so they are the same for every setting).
@@ -12,6 +12,9 @@ directly (the trainer's own loss unit is fitted per run).
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,12 +22,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..config import ExperimentConfig
-from ..envs import make_batch
-from ..models import spiking_nets
-from .checkpoint import networks_for
-from .replay import EpisodicReplay, ReplayError
-from .updates import make_optimizer, predictor_loss, predictor_step
+from snn_control import config as config_mod
+from snn_control.config import ExperimentConfig
+from snn_control.envs import make_batch
+from snn_control.models import spiking_nets
+from snn_control.models.checkpoint import networks_for
+from snn_control.predictive.replay import EpisodicReplay, ReplayError
+from snn_control.predictive.updates import make_optimizer, predictor_loss, predictor_step
 
 HELD_OUT_EPISODES = 64
 HELD_OUT_WINDOWS = 128
@@ -93,3 +97,23 @@ def fit_predictor(run_dir: str | Path, config: ExperimentConfig, updates: int, e
         if update < updates:
             batch_obs, batch_actions = _windows(train, rng, t.batch, length)
             predictor_step(predictor, optimizer, batch_obs, batch_actions, t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", help="a `snn-control train` run directory (its replay.npz and config.yaml)")
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--every", type=int, default=50, help="updates between held-out losses")
+    parser.add_argument("--seed", type=int, default=0, help="held-out episodes, windows and initial weights")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key of the run's config, e.g. --set model.dt=0.005 (repeatable)")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    cfg = config_mod.load(run_dir / "config.yaml", args.set)
+    for row in fit_predictor(run_dir, cfg, args.updates, args.every, args.seed):
+        print(json.dumps({**row, "set": args.set}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

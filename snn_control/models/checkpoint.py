@@ -18,14 +18,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
 
 from .. import config as config_mod
 from ..envs import kinematic_layout
-from ..models import IOSpec, IOSpecMismatch, build_networks
+from .actors import ACTOR_DT_S, ActorPolicy, SpikingActor, build_actor
+from .inference import FastPolicy, FastPredictor
+from .io_spec import IOSpec, IOSpecMismatch
+from .networks import build_networks
 
 
 class CheckpointError(RuntimeError):
@@ -72,6 +75,26 @@ def keep_best(run_dir: Path, metrics: dict[str, float], position: dict[str, int]
     return True
 
 
+def io_spec_for(config: config_mod.ExperimentConfig, env_spec) -> IOSpec:
+    """The I/O spec a model trained by ``config`` on a task of ``env_spec`` carries."""
+    if config.algorithm == "td3":  # the actor's neural steps per action
+        snn, substeps, dt = config.rl.actor == "snn", config.rl.timesteps, ACTOR_DT_S
+    else:
+        snn, substeps, dt = config.model.kind == "snn", config.model.substeps, config.model.dt
+    scaling = {
+        "reacher": "hand (x, y) / 0.9 m; sin, cos of both joints; joint velocity / (pi/2) rad/s",
+        "panda": "joint position scaled to [-1, 1] by its limits; joint velocity / velocity limit; "
+                 "effector position in m (base frame)",
+    }[config.task]
+    return IOSpec(
+        task=config.task, joint_names=env_spec.joint_names, obs_names=env_spec.obs_names,
+        obs_scaling=scaling, effector=env_spec.effector, goal_dim=env_spec.goal_dim,
+        act_dim=env_spec.act_dim, action_scale=tuple(env_spec.action_scale),
+        control_period_s=env_spec.control_period_s, substeps=substeps if snn else 0,
+        neural_dt_s=dt if snn else 0.0, distance_unit=env_spec.distance_unit,
+    )
+
+
 def networks_for(config, spec) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Untrained predictor and policy for ``config`` on a task of I/O ``spec``, with the
     task's kinematic layout when the config asks for the kinematic prior."""
@@ -81,9 +104,47 @@ def networks_for(config, spec) -> tuple[torch.nn.Module, torch.nn.Module]:
                           spec.control_period_s)
 
 
-def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = None):
-    """Returns ``(predictor, policy, io_spec, config)`` in eval mode. ``predictor`` is None
-    for a TD3-trained model (``algorithm: td3``), whose policy is its actor.
+class Model(NamedTuple):
+    """A loaded model directory. Unpacks as ``predictor, policy, spec, config``;
+    ``predictor`` is None for a TD3-trained model (``algorithm: td3``), whose policy is its
+    actor. Callers ask it, not the config, what it is and how to run it."""
+
+    predictor: torch.nn.Module | None
+    policy: torch.nn.Module
+    spec: IOSpec
+    config: config_mod.ExperimentConfig
+
+    @property
+    def kind(self) -> str:
+        """The policy's network family: ``snn``, ``gru``, ``mlp``."""
+        return self.config.rl.actor if self.config.algorithm == "td3" else self.config.model.kind
+
+    @property
+    def label(self) -> str:
+        """How a person names it: ``snn``, ``gru``, ``td3 snn actor``."""
+        return f"td3 {self.kind} actor" if self.config.algorithm == "td3" else self.kind
+
+    @property
+    def spiking_actor(self) -> torch.nn.Module | None:
+        """A TD3 model's spiking actor (it counts its own spikes), else None."""
+        actor = getattr(self.policy, "actor", None)
+        return actor if isinstance(actor, SpikingActor) else None
+
+    @property
+    def threads(self) -> int:
+        """The torch threads its training used (evaluation runs with the same)."""
+        return self.config.rl.threads if self.config.algorithm == "td3" else self.config.train.threads
+
+    def fast_policy(self) -> FastPolicy:
+        return FastPolicy(self.policy)
+
+    def fast_predictor(self) -> FastPredictor | None:
+        """None: a model without a forward model (nothing to predict, no health signal)."""
+        return FastPredictor(self.predictor) if self.predictor is not None else None
+
+
+def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = None) -> Model:
+    """The model in ``directory``, its networks in eval mode.
 
     Raises :class:`CheckpointError` for a missing or corrupt directory and
     :class:`IOSpecMismatch` when ``expected_spec`` entries differ from the checkpoint's.
@@ -109,8 +170,6 @@ def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = Non
     except Exception as exc:  # torch raises several types for truncated/foreign files
         raise CheckpointError(f"{directory / 'model.pt'}: corrupt or not a weights file ({exc})") from None
     if config.algorithm == "td3":
-        from ..rl.networks import ActorPolicy, build_actor
-
         expected = {"policy"}
         predictor = None
         policy = ActorPolicy(build_actor(config.rl, spec.obs_dim + spec.goal_dim, spec.act_dim),
@@ -129,4 +188,4 @@ def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = Non
         except RuntimeError as exc:
             raise CheckpointError(f"{directory / 'model.pt'}: {name} weights do not fit config.yaml ({exc})") from None
         net.eval()
-    return predictor, policy, spec, config
+    return Model(predictor, policy, spec, config)

@@ -31,36 +31,15 @@ from tqdm.auto import tqdm
 from ..config import ExperimentConfig
 from ..envs import make_batch
 from ..envs.base import velocity_indices
-from ..models import IOSpec
+from ..models import io_spec_for
 from ..paths import resolve
-from .checkpoint import atomic_write_bytes, keep_best, networks_for, save_model
-from .collect import rollout
+from ..models.checkpoint import atomic_write_bytes, keep_best, networks_for, save_model
+from ..training.collect import rollout
 from .replay import EpisodicReplay
 from .updates import (activity_penalty, make_optimizer, policy_step, predictor_step,  # noqa: F401 (re-exported)
                       use_training_path)
 
 TRAIN_STREAM, VALIDATION_STREAM = 1, 2  # RNG streams; held-out evaluation uses its own seed
-
-
-def io_spec_for(config: ExperimentConfig, env_spec) -> IOSpec:
-    if config.algorithm == "td3":  # the actor's neural steps per action
-        from ..rl.networks import ACTOR_DT_S
-
-        snn, substeps, dt = config.rl.actor == "snn", config.rl.timesteps, ACTOR_DT_S
-    else:
-        snn, substeps, dt = config.model.kind == "snn", config.model.substeps, config.model.dt
-    scaling = {
-        "reacher": "hand (x, y) / 0.9 m; sin, cos of both joints; joint velocity / (pi/2) rad/s",
-        "panda": "joint position scaled to [-1, 1] by its limits; joint velocity / velocity limit; "
-                 "effector position in m (base frame)",
-    }[config.task]
-    return IOSpec(
-        task=config.task, joint_names=env_spec.joint_names, obs_names=env_spec.obs_names,
-        obs_scaling=scaling, effector=env_spec.effector, goal_dim=env_spec.goal_dim,
-        act_dim=env_spec.act_dim, action_scale=tuple(env_spec.action_scale),
-        control_period_s=env_spec.control_period_s, substeps=substeps if snn else 0,
-        neural_dt_s=dt if snn else 0.0, distance_unit=env_spec.distance_unit,
-    )
 
 
 def _obs_to_torch(*arrays: np.ndarray) -> list[torch.Tensor]:
@@ -234,7 +213,7 @@ class Trainer:
 
     def _init_from(self, directory: str) -> None:
         """Start from a trained model's weights (its I/O spec must be this run's)."""
-        from .checkpoint import CheckpointError, load_model
+        from ..models.checkpoint import CheckpointError, load_model
 
         predictor, policy, _, config = load_model(resolve(directory), self.io_spec.to_dict())
         if predictor is None:
@@ -251,7 +230,7 @@ class Trainer:
         path = self.run_dir / "train_state.pt"
         if not path.exists():
             return
-        from .checkpoint import load_model
+        from ..models.checkpoint import load_model
 
         predictor, policy, _, _ = load_model(self.run_dir, self.io_spec.to_dict())
         self.predictor.load_state_dict(predictor.state_dict())

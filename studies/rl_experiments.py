@@ -1,6 +1,6 @@
 """The RL experiments of docs/rl.md, each regenerable by one command:
 
-    snn-control rl-experiment idp [--seeds 3] [--workers 2]
+    python -m studies.rl_experiments idp [--seeds 3] [--workers 2]
 
 runs every variant of the experiment for each seed (one ``snn-control train`` process
 per run, ``workers`` at a time, in ``results/rl/runs/NAME/VARIANT_seedS/``; a run whose
@@ -8,11 +8,12 @@ per run, ``workers`` at a time, in ``results/rl/runs/NAME/VARIANT_seedS/``; a ru
 interrupted experiment resumes run by run, across sessions too), then writes ``results/rl/NAME.json`` (per
 run and mean +- std per variant), ``results/rl/NAME_curves.png``, merges its headline
 figures into ``results/rl/summary.json`` and regenerates the table in ``docs/rl.md``
-between its markers (``snn-control rl-table`` does only that last step).
+between its markers (``python -m studies.rl_experiments --table`` does only that last step).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TABLE_BEGIN, TABLE_END = "<!-- rl-table: begin (snn-control rl-table) -->", "<!-- rl-table: end -->"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TABLE_BEGIN, TABLE_END = "<!-- rl-table: begin (python -m studies.rl_experiments --table) -->", "<!-- rl-table: end -->"
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _reach_experiment(task: str, title: str, config: str, reference: str) -> Exp
 
 EXPERIMENTS = {
     "idp": Experiment(
-        "idp", "MuJoCo InvertedDoublePendulum-v5, 5e4 transitions (seed 003's benchmark)",
+        "idp", "MuJoCo InvertedDoublePendulum-v5, 5e4 transitions (the benchmark of Xu et al. 2025, Proxy Target)",
         # Longest runs first (proxy ~2x Polyak ~3x ANN): two workers then finish together.
         (Variant("proxy_lif", "SNN TD3, proxy target (LIF)", "config/idp_td3.yaml", ("rl.target=proxy",)),
          Variant("polyak_lif", "SNN TD3, Polyak target (LIF)", "config/idp_td3.yaml", ("rl.target=polyak",)),
@@ -80,7 +81,7 @@ EXPERIMENTS = {
     "reacher": _reach_experiment("reacher", "planar reacher", "config/reacher_td3.yaml", "models/reacher_snn"),
     "panda": _reach_experiment("panda", "PyBullet Panda reach", "config/panda_td3.yaml", "models/panda_snn"),
     "slopes": Experiment(
-        "slopes", "planar reacher, guided SNN TD3, 3e4 transitions: surrogate slope k (seed 002)",
+        "slopes", "planar reacher, guided SNN TD3, 3e4 transitions: surrogate slope k (Van den Berghe et al. 2025)",
         tuple(Variant(name, label, "config/reacher_td3.yaml", ("rl.total_steps=30000", "rl.eval_every=3200", *o))
               for name, label, o in (
                   ("k100", "fixed k=100", ("rl.slope_schedule=fixed", "rl.slope=100.0")),
@@ -103,7 +104,7 @@ def _read_metrics(path: Path) -> list[dict]:
 
 
 def _total_steps(config: str, overrides: tuple[str, ...]) -> int:
-    from ..config import load
+    from snn_control.config import load
 
     return load(REPO_ROOT / config, list(overrides)).rl.total_steps
 
@@ -151,7 +152,7 @@ def run_experiment(name: str, seeds: int = 3, workers: int = 2, runs_root: Path 
         for done, future in enumerate(futures, 1):
             seconds = future.result()
             print(f"  [{done}/{len(jobs)}] {futures[future].name}: {seconds / 60:.1f} min", flush=True)
-    command = " ".join([f"snn-control rl-experiment {name} --seeds {seeds}", *(f"--set {o}" for o in extra)])
+    command = " ".join([f"python -m studies.rl_experiments {name} --seeds {seeds}", *(f"--set {o}" for o in extra)])
     if exp.held_out:
         for seed in range(seeds):
             for v in exp.variants:
@@ -172,7 +173,7 @@ def evaluate_held_out(run_dir: Path) -> dict:
     ``run_dir/heldout.json``: its best-validation checkpoint ``best/`` where the run kept
     one (picked on the trainer's validation goals, never the held-out ones), else its
     final one. The JSON's ``checkpoint`` says which."""
-    from ..training.evaluate import evaluate, write_eval
+    from snn_control.training.evaluate import evaluate, write_eval
 
     path = run_dir / "heldout.json"
     if not path.exists():
@@ -235,7 +236,7 @@ def summarise(exp: Experiment, seeds: int, runs_root: Path, wall_s: float, comma
         variants[v.name] = entry
     reference = None
     if exp.reference and (REPO_ROOT / exp.reference / "eval.json").exists():
-        from ..config import load
+        from snn_control.config import load
 
         e = json.loads((REPO_ROOT / exp.reference / "eval.json").read_text())
         cfg = load(REPO_ROOT / exp.reference / "config.yaml")
@@ -353,3 +354,32 @@ def update_docs_table(docs: Path, results_root: Path) -> None:
     head, rest = text.split(TABLE_BEGIN, 1)
     _, tail = rest.split(TABLE_END, 1)
     docs.write_text(f"{head}{TABLE_BEGIN}\n{rl_table(results_root)}\n{TABLE_END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", nargs="?", help=f"experiment: {', '.join(EXPERIMENTS)}")
+    parser.add_argument("--table", action="store_true", help="only regenerate the table in docs/rl.md")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="training processes at a time")
+    parser.add_argument("--runs", default=None,
+                        help="run directories go to RUNS/NAME/VARIANT_seedS/ (default results/rl/runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key in every run (e.g. rl.total_steps=2000 for a smoke test)")
+    args = parser.parse_args(argv)
+    if args.table or not args.name:
+        update_docs_table(REPO_ROOT / "docs" / "rl.md", REPO_ROOT / "results" / "rl")
+        print(rl_table())
+        return 0
+    results = run_experiment(args.name, seeds=args.seeds, workers=args.workers,
+                             runs_root=Path(args.runs) if args.runs else RUNS_ROOT, extra=tuple(args.set))
+    for v in results["variants"].values():
+        f = ".1f" if abs(v["mean"]) >= 10 else ".3f"  # returns vs success rates
+        print(f"{v['label']}: {results['score_label']} {v['mean']:{f}} +- {v['std']:{f}} over {v['seeds']} seeds")
+    print(f"wall time {experiment_wall(results)}; wrote results/rl/{args.name}.json, "
+          f"results/rl/{args.name}_curves.png, results/rl/summary.json and the table in docs/rl.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -55,9 +55,9 @@ from ..envs import EnvError, make_batch
 from ..envs.base import velocity_indices
 from ..models import IOSpecMismatch
 from .bags import SessionEpisodes
-from .checkpoint import CheckpointError, load_model, save_model
-from .collect import rollout
-from .evaluate import heldout_tasks
+from ..models.checkpoint import CheckpointError, load_model, save_model
+from ..training.collect import rollout
+from ..training.evaluate import heldout_tasks
 from .replay import EpisodicReplay
 from .updates import (imagined_distance, make_optimizer, mean_distance, policy_step, predictor_loss, predictor_step,
                       use_training_path)

@@ -1,7 +1,7 @@
 """How well can an actor represent the classical guide's policy? A supervised check of the
 actor alone, without RL:
 
-    snn-control rl-imitation [--steps 3000] [--out results/rl/imitation.json]
+    python -m studies.imitation [--steps 3000] [--out results/rl/imitation.json]
 
 Guide episodes with Gaussian action noise (so states off the guide's own path are seen)
 give ``(observation, goal) -> guide action`` pairs; each actor variant (config overrides
@@ -13,7 +13,9 @@ that cannot clone the guide well will not learn the task well by TD3 either: thi
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,16 +23,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..classical import OperationalSpacePD
-from ..config import load
-from ..envs import make_batch
-from ..models.networks import policy_input
-from ..training.collect import rollout
-from ..training.evaluate import heldout_tasks
-from .networks import ActorPolicy, build_actor
-from .trainer import VALIDATION_SET
+from snn_control.classical import OperationalSpacePD
+from snn_control.config import load
+from snn_control.envs import make_batch
+from snn_control.models.networks import policy_input
+from snn_control.training.collect import rollout
+from snn_control.training.evaluate import heldout_tasks
+from snn_control.models.actors import ActorPolicy, build_actor
+from snn_control.rl.trainer import VALIDATION_SET
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "config" / "reacher_td3.yaml"
 VARIANTS = {  # name -> config overrides
     "mlp": ("rl.actor=mlp", "rl.goal_error=false"),
@@ -109,6 +111,25 @@ def imitation_study(variants=tuple(VARIANTS), steps: int = 3000, copies: int = 2
         print(json.dumps(results[-1]), flush=True)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"command": f"snn-control rl-imitation --steps {steps}", "pairs": len(data[0]),
+        out.write_text(json.dumps({"command": f"python -m studies.imitation --steps {steps}", "pairs": len(data[0]),
                                    "guide_action_noise": noise, "results": results}, indent=2) + "\n")
     return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3000, help="Adam steps per variant")
+    parser.add_argument("--variants", default=None, help=f"comma-separated, of {', '.join(VARIANTS)} (default: all)")
+    parser.add_argument("--out", default="results/rl/imitation.json")
+    args = parser.parse_args(argv)
+    variants = args.variants.split(",") if args.variants else list(VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
+    imitation_study(variants, steps=args.steps, out=Path(args.out))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models.networks import policy_input
+from .networks import policy_input
 from ..spiking import SpikingLayer, Surrogate
 from .population import PopulationDecoder, PopulationEncoder
 
@@ -73,7 +73,7 @@ class SpikingActor(nn.Module):
         for i, layer in enumerate(self.layers):
             if i:
                 drive = layer.input(spikes)
-            spikes = layer.window(drive, self.timesteps, decays[i])  # (timesteps, B, N)
+            spikes, _ = layer.span(drive, None, decays[i], self.timesteps)  # (timesteps, B, N)
             rates.append(spikes.detach().mean())
             if self.count_spikes:
                 self.spike_counts[i] += float(spikes.sum())
@@ -118,33 +118,24 @@ class MLPActor(nn.Module):
         return self.net(obs)
 
 
-class TwinCritic(nn.Module):
-    """Two independent Q networks ``Q(s, a)`` (TD3's clipped double Q)."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden=(256, 256)) -> None:
-        super().__init__()
-        self.q1 = mlp([obs_dim + act_dim, *hidden, 1])
-        self.q2 = mlp([obs_dim + act_dim, *hidden, 1])
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([obs, action], -1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
-
-    def q1_value(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """``Q1(s, a)`` alone: what TD3's actor loss needs."""
-        return self.q1(torch.cat([obs, action], -1)).squeeze(-1)
-
-
 class ActorPolicy(nn.Module):
     """An actor seen through the predictive-control policy interface (``step``), so
     :func:`snn_control.training.collect.rollout` and evaluation run it unchanged.
     ``goal_error``: the effector's slice of the observation when the actor sees the goal
     minus the effector instead of the goal (``rl.goal_error``)."""
 
+    goal_integral = None
+
     def __init__(self, actor, goal_error: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.actor = actor
         self.goal_error = goal_error
+
+    def fast(self):
+        """Batch-1 path (:mod:`.inference`): a spiking actor's compiled one, else torch."""
+        from .inference import SpikingActorStep, TorchPolicyStep
+
+        return SpikingActorStep(self) if isinstance(self.actor, SpikingActor) else TorchPolicyStep(self)
 
     def initial_state(self, batch: int, like: torch.Tensor):
         return None

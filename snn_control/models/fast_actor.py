@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..spiking.fast import neurons_step
-from .networks import SpikingActor
+from .actors import SpikingActor
 
 
 @numba.njit(cache=True, nogil=True)

@@ -1,0 +1,199 @@
+"""Batch-1 inference: a trained policy acts and a trained forward model predicts one control
+step at a time on numpy vectors, as the control loop runs them.
+
+Each network family brings its own fast path through ``fast()`` (the protocol below), so no
+caller asks which family or algorithm a model is: spiking networks run on the compiled path
+of :mod:`snn_control.spiking.fast` (a TD3 spiking actor on :mod:`.fast_actor`); the
+non-spiking baselines (GRU, MLP) run their torch modules without autograd. Each keeps its
+own state; ``reset()`` starts a new episode (or follows a model swap).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..spiking.fast import FastSpikingNet
+
+
+class PolicyStep(Protocol):
+    """A family's batch-1 policy: ``act(obs (O,), goal (G,)) -> action (A,)`` in [-1, 1]."""
+
+    def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+    def firing_rates_hz(self) -> np.ndarray: ...
+
+
+class PredictStep(Protocol):
+    """A family's batch-1 forward model: ``predict(obs (O,), action (A,)) -> next obs (O,)``."""
+
+    def predict(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+    def firing_rates_hz(self) -> np.ndarray: ...
+
+
+class FastPolicy:
+    """Any trained policy, one control step at a time. Integral action (a policy's
+    ``goal_integral``) runs here, in float64, as the policy ran it in training."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        self._step: PolicyStep = policy.fast()
+        self._integral_rule = policy.goal_integral
+        self._integral = None
+
+    def reset(self) -> None:
+        self._integral = None
+        self._step.reset()
+
+    def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        if self._integral_rule is not None:
+            goal, self._integral = self._integral_rule.shifted(np.asarray(obs, np.float64), np.asarray(goal, np.float64),
+                                                               self._integral)
+        return self._step.act(obs, goal)
+
+    def firing_rates_hz(self) -> np.ndarray:
+        """Mean rate per spiking layer since reset (empty for a non-spiking policy)."""
+        return self._step.firing_rates_hz()
+
+
+class FastPredictor:
+    """Any trained forward model, one control step at a time."""
+
+    def __init__(self, predictor: nn.Module) -> None:
+        self._step: PredictStep = predictor.fast()
+
+    def reset(self) -> None:
+        self._step.reset()
+
+    def predict(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        return self._step.predict(obs, action)
+
+    def firing_rates_hz(self) -> np.ndarray:
+        return self._step.firing_rates_hz()
+
+
+class SpikingPolicyStep:
+    """A :class:`~.networks.SpikingPolicy` on the compiled spiking path."""
+
+    def __init__(self, policy) -> None:
+        from .networks import policy_input
+
+        self._input = policy_input
+        self._goal_error = policy.goal_error
+        self._net = FastSpikingNet(policy.net)
+
+    def reset(self) -> None:
+        self._net.reset()
+
+    def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        return np.tanh(self._net.step(self._input(obs, goal, self._goal_error)))
+
+    def firing_rates_hz(self) -> np.ndarray:
+        return self._net.firing_rates_hz()
+
+
+class SpikingActorStep:
+    """A TD3 :class:`~.actors.SpikingActor` (seen through an ``ActorPolicy``) on its compiled path."""
+
+    def __init__(self, policy) -> None:
+        from .fast_actor import FastSpikingActor
+        from .networks import policy_input
+
+        self._input = policy_input
+        self._goal_error = policy.goal_error
+        self._actor = FastSpikingActor(policy.actor)
+
+    def reset(self) -> None:
+        self._actor.reset()
+
+    def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        return self._actor.act(self._input(np.asarray(obs, np.float64), np.asarray(goal, np.float64),
+                                           self._goal_error))
+
+    def firing_rates_hz(self) -> np.ndarray:
+        return self._actor.firing_rates_hz()
+
+
+class TorchPolicyStep:
+    """A non-spiking policy (MLP, an MLP actor): its own ``step`` without autograd."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        self._module = policy.eval()
+        self.reset()
+
+    def reset(self) -> None:
+        self._state = self._module.initial_state(1, torch.zeros(1))
+
+    def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            action, _, self._state = self._module.step(_row(obs), _row(goal), self._state)
+        return action[0].double().numpy()
+
+    def firing_rates_hz(self) -> np.ndarray:
+        return np.zeros(0)
+
+
+class SpikingPredictStep:
+    """A :class:`~.networks.SpikingPredictor` on the compiled spiking path, with its
+    predictor head (delta scale, momentum prior, action term, kinematic prior) in float64."""
+
+    def __init__(self, predictor) -> None:
+        self._net = FastSpikingNet(predictor.net)
+        self._kinematics = predictor.kinematics
+        with torch.no_grad():
+            self._scale = predictor.delta_scale.double().numpy().copy()
+            self._alpha = (None if predictor.momentum_logit is None
+                           else torch.sigmoid(predictor.momentum_logit).double().numpy().copy())
+            term = predictor.action_term
+            self._action_matrix = None if term is None else term.weight.double().numpy().copy()
+        self._previous: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._previous = None
+        self._net.reset()
+
+    def predict(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        y = self._net.step(np.concatenate([obs, action]))
+        if self._action_matrix is not None:
+            y = y + self._action_matrix @ action
+        if self._kinematics is not None:
+            return self._kinematics.next_obs(obs, y * self._scale)
+        nxt = obs + y * self._scale
+        if self._alpha is not None and self._previous is not None:
+            nxt = nxt + self._alpha * (obs - self._previous)
+        self._previous = obs
+        return nxt
+
+    def firing_rates_hz(self) -> np.ndarray:
+        return self._net.firing_rates_hz()
+
+
+class TorchPredictStep:
+    """A non-spiking forward model (GRU): its own ``step`` without autograd."""
+
+    def __init__(self, predictor: nn.Module) -> None:
+        self._module = predictor.eval()
+        self.reset()
+
+    def reset(self) -> None:
+        self._state = self._module.initial_state(1, torch.zeros(1))
+
+    def predict(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            nxt, self._state = self._module.step(_row(np.asarray(obs, np.float64)), _row(action), self._state)
+        return nxt[0].double().numpy()
+
+    def firing_rates_hz(self) -> np.ndarray:
+        return np.zeros(0)
+
+
+def _row(x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float32))[None]
