@@ -133,9 +133,13 @@ class ActorPolicy(nn.Module):
 
     def fast(self):
         """Batch-1 path (:mod:`.inference`): a spiking actor's compiled one, else torch."""
-        from .inference import SpikingActorStep, TorchPolicyStep
+        from .fast_actor import FastSpikingActor
+        from .inference import CompiledPolicyStep, TorchPolicyStep
 
-        return SpikingActorStep(self) if isinstance(self.actor, SpikingActor) else TorchPolicyStep(self)
+        if not isinstance(self.actor, SpikingActor):
+            return TorchPolicyStep(self)
+        actor = FastSpikingActor(self.actor)
+        return CompiledPolicyStep(actor, actor.act, self.goal_error, float64=True)
 
     def initial_state(self, batch: int, like: torch.Tensor):
         return None

@@ -79,65 +79,50 @@ class FastPredictor:
         return self._step.firing_rates_hz()
 
 
-class SpikingPolicyStep:
-    """A :class:`~.networks.SpikingPolicy` on the compiled spiking path."""
+class CompiledPolicyStep:
+    """A spiking policy on its compiled path: ``compiled`` (a FastSpikingNet, or a TD3
+    actor's FastSpikingActor) keeps the state, ``run`` maps the policy input to the action.
+    ``float64``: the input is formed in float64 (the TD3 actor's path was checked that way)."""
 
-    def __init__(self, policy) -> None:
+    def __init__(self, compiled, run, goal_error: tuple[int, int] | None, float64: bool = False) -> None:
         from .networks import policy_input
 
-        self._input = policy_input
-        self._goal_error = policy.goal_error
-        self._net = FastSpikingNet(policy.net)
+        self._compiled, self._run, self._input = compiled, run, policy_input
+        self._goal_error, self._float64 = goal_error, float64
 
     def reset(self) -> None:
-        self._net.reset()
+        self._compiled.reset()
 
     def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        return np.tanh(self._net.step(self._input(obs, goal, self._goal_error)))
+        if self._float64:
+            obs, goal = np.asarray(obs, np.float64), np.asarray(goal, np.float64)
+        return self._run(self._input(obs, goal, self._goal_error))
 
     def firing_rates_hz(self) -> np.ndarray:
-        return self._net.firing_rates_hz()
+        return self._compiled.firing_rates_hz()
 
 
-class SpikingActorStep:
-    """A TD3 :class:`~.actors.SpikingActor` (seen through an ``ActorPolicy``) on its compiled path."""
+class _TorchStep:
+    """A non-spiking network run by its own torch ``step`` without autograd."""
 
-    def __init__(self, policy) -> None:
-        from .fast_actor import FastSpikingActor
-        from .networks import policy_input
-
-        self._input = policy_input
-        self._goal_error = policy.goal_error
-        self._actor = FastSpikingActor(policy.actor)
-
-    def reset(self) -> None:
-        self._actor.reset()
-
-    def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        return self._actor.act(self._input(np.asarray(obs, np.float64), np.asarray(goal, np.float64),
-                                           self._goal_error))
-
-    def firing_rates_hz(self) -> np.ndarray:
-        return self._actor.firing_rates_hz()
-
-
-class TorchPolicyStep:
-    """A non-spiking policy (MLP, an MLP actor): its own ``step`` without autograd."""
-
-    def __init__(self, policy: nn.Module) -> None:
-        self._module = policy.eval()
+    def __init__(self, module: nn.Module) -> None:
+        self._module = module.eval()
         self.reset()
 
     def reset(self) -> None:
         self._state = self._module.initial_state(1, torch.zeros(1))
 
+    def firing_rates_hz(self) -> np.ndarray:
+        return np.zeros(0)
+
+
+class TorchPolicyStep(_TorchStep):
+    """A non-spiking policy (MLP, an MLP actor)."""
+
     def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             action, _, self._state = self._module.step(_row(obs), _row(goal), self._state)
         return action[0].double().numpy()
-
-    def firing_rates_hz(self) -> np.ndarray:
-        return np.zeros(0)
 
 
 class SpikingPredictStep:
@@ -176,23 +161,13 @@ class SpikingPredictStep:
         return self._net.firing_rates_hz()
 
 
-class TorchPredictStep:
-    """A non-spiking forward model (GRU): its own ``step`` without autograd."""
-
-    def __init__(self, predictor: nn.Module) -> None:
-        self._module = predictor.eval()
-        self.reset()
-
-    def reset(self) -> None:
-        self._state = self._module.initial_state(1, torch.zeros(1))
+class TorchPredictStep(_TorchStep):
+    """A non-spiking forward model (GRU)."""
 
     def predict(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             nxt, self._state = self._module.step(_row(np.asarray(obs, np.float64)), _row(action), self._state)
         return nxt[0].double().numpy()
-
-    def firing_rates_hz(self) -> np.ndarray:
-        return np.zeros(0)
 
 
 def _row(x: np.ndarray) -> torch.Tensor:

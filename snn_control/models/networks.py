@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..spiking import SpikingNet, Surrogate
+from ..spiking.fast import FastSpikingNet
 from .kinematics import KinematicPrior
 
 
@@ -213,9 +214,11 @@ class SpikingPolicy(nn.Module):
         return torch.tanh(potential), potential, state
 
     def fast(self):
-        from .inference import SpikingPolicyStep
+        """Batch-1 path (:mod:`.inference`): the compiled spiking network."""
+        from .inference import CompiledPolicyStep
 
-        return SpikingPolicyStep(self)
+        net = FastSpikingNet(self.net)
+        return CompiledPolicyStep(net, lambda x: np.tanh(net.step(x)), self.goal_error)
 
     def calibrate(self, episodes_obs: np.ndarray, goals: np.ndarray) -> None:
         """Input gains from observations ``(N, T+1, O)`` and goals ``(N, G)``."""

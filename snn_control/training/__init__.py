@@ -1,1 +1,3 @@
-"""Predictive-control training: replay, collection, trainer, checkpoints, evaluation."""
+"""What both ways to train share: rollouts of any policy in a batched env, the held-out
+evaluation and its robustness suite, plots. Neither trainer (predictive/, rl/) imports the
+other; both import this."""
