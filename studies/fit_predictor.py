@@ -50,11 +50,11 @@ def _windows(replay: EpisodicReplay, rng: np.random.Generator, count: int, lengt
 def load_replay(run_dir: Path, config: ExperimentConfig, spec) -> EpisodicReplay:
     path = run_dir / "replay.npz"
     if not path.exists():
-        raise ReplayError(f"{path}: no replay (fit-predictor needs a `snn-control train` run directory)")
+        raise ReplayError(f"{path}: no replay (studies.fit_predictor needs a `snn-control train` run directory)")
     replay = EpisodicReplay(config.train.replay_episodes, spec.episode_steps, spec.obs_dim, spec.act_dim, spec.goal_dim)
     replay.load(path)
     if replay.size <= HELD_OUT_EPISODES:
-        raise ReplayError(f"{path}: {replay.size} episodes; fit-predictor holds out {HELD_OUT_EPISODES} and needs more")
+        raise ReplayError(f"{path}: {replay.size} episodes; studies.fit_predictor holds out {HELD_OUT_EPISODES} and needs more")
     return replay
 
 
@@ -109,9 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="override one key of the run's config, e.g. --set model.dt=0.005 (repeatable)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
-    cfg = config_mod.load(run_dir / "config.yaml", args.set)
-    for row in fit_predictor(run_dir, cfg, args.updates, args.every, args.seed):
-        print(json.dumps({**row, "set": args.set}), flush=True)
+    try:
+        cfg = config_mod.load(run_dir / "config.yaml", args.set)
+        for row in fit_predictor(run_dir, cfg, args.updates, args.every, args.seed):
+            print(json.dumps({**row, "set": args.set}), flush=True)
+    except (config_mod.ConfigError, ReplayError) as exc:
+        print(f"fit_predictor: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -13,7 +13,8 @@ from snn_control.rl.guide import GuideSchedule
 from snn_control.models.actors import MLPActor, SpikingActor
 from snn_control.models.population import PopulationDecoder, PopulationEncoder
 from snn_control.rl.slopes import AdaptiveSlope, FixedSlope, ScheduledSlope, make_slope_schedule
-from snn_control.rl.td3 import TD3, TD3Settings, TransitionReplay
+from snn_control.config import RLConfig
+from snn_control.rl.td3 import TD3, TransitionReplay
 
 
 def test_population_code_round_trip():
@@ -65,7 +66,7 @@ def test_guide_share_shrinks_linearly_to_zero():
 def _agent(target="proxy", delay=2):
     torch.manual_seed(0)
     actor = SpikingActor(5, 2, hidden=(32, 32), pop=4)
-    return TD3(actor, 5, 2, TD3Settings(target=target, policy_delay=delay, proxy_hidden=(64, 64), proxy_batch=32),
+    return TD3(actor, 5, 2, RLConfig(target=target, policy_delay=delay, proxy_hidden=[64, 64], batch=32),
                critic_hidden=(32, 32))
 
 

@@ -203,9 +203,9 @@ def test_learning_rates_decay_linearly_from_the_configured_iteration(tmp_path):
 
 
 def test_fit_predictor_on_a_runs_replay_lowers_the_held_out_loss(tiny_run, capsys):
-    from snn_control.cli import main
+    from studies.fit_predictor import main
 
-    assert main(["fit-predictor", str(tiny_run), "--updates", "40", "--every", "20",
+    assert main([str(tiny_run), "--updates", "40", "--every", "20",
                  "--set", "train.batch=16"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["update"] for r in rows] == [0, 20, 40]
@@ -214,10 +214,10 @@ def test_fit_predictor_on_a_runs_replay_lowers_the_held_out_loss(tiny_run, capsy
 
 
 def test_fit_predictor_without_a_replay_says_so(tiny_run, tmp_path, capsys):
-    from snn_control.cli import main
+    from studies.fit_predictor import main
 
     (tmp_path / "config.yaml").write_text((tiny_run / "config.yaml").read_text())
-    assert main(["fit-predictor", str(tmp_path)]) == 2
+    assert main([str(tmp_path)]) == 2
     assert "no replay" in capsys.readouterr().err
 
 

@@ -55,26 +55,6 @@ def save_model(directory: Path, predictor, policy, io_spec: IOSpec, config: conf
                        lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
 
 
-def keep_best(run_dir: Path, metrics: dict[str, float], position: dict[str, int], save) -> bool:
-    """Keep the checkpoint of the best validation so far (success, then median final
-    distance) as the model directory ``run_dir/best/``, with the run's metrics up to it and
-    ``best.json`` (``position``, e.g. the iteration, and the validation figures).
-    ``save(directory)`` writes the model directory. Validation goals are the trainer's own,
-    never the held-out ones, so picking on them leaves the held-out evaluation honest.
-    Returns whether this checkpoint became the best."""
-    best = Path(run_dir) / "best"
-    score = [metrics["validation/success_rate"], -metrics["validation/final_distance_median"]]
-    record = best / "best.json"
-    if record.exists() and json.loads(record.read_text())["score"] >= score:
-        return False
-    save(best)
-    metrics_text = (Path(run_dir) / "metrics.jsonl").read_bytes()
-    atomic_write_bytes(best / "metrics.jsonl", lambda p: p.write_bytes(metrics_text))
-    summary = {**position, "score": score, **{k: v for k, v in metrics.items() if k.startswith("validation/")}}
-    atomic_write_bytes(record, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
-    return True
-
-
 def io_spec_for(config: config_mod.ExperimentConfig, env_spec) -> IOSpec:
     """The I/O spec a model trained by ``config`` on a task of ``env_spec`` carries."""
     if config.algorithm == "td3":  # the actor's neural steps per action

@@ -26,15 +26,15 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..envs import make_batch
 from ..envs.base import velocity_indices
 from ..models import io_spec_for
 from ..paths import resolve
-from ..models.checkpoint import atomic_write_bytes, keep_best, networks_for, save_model
+from ..models.checkpoint import atomic_write_bytes, networks_for, save_model
 from ..training.collect import rollout
+from ..training.fitloop import FitLoop, load_state, save_state
 from .replay import EpisodicReplay
 from .updates import (activity_penalty, make_optimizer, policy_step, predictor_step,  # noqa: F401 (re-exported)
                       use_training_path)
@@ -135,81 +135,68 @@ class Trainer:
             "validation/final_distance_median": float(np.median(env.distance(final, goals))),
         }
 
+    def train_iteration(self) -> dict[str, float]:
+        """One iteration: collect, calibrate on the first, update both nets, validate when due."""
+        t = self.config.train
+        start = time.perf_counter()
+        self._apply_lr()  # also after a resume: the config's rates, not the saved ones
+        metrics = self.collect()
+        if self.iteration == 0 and not t.init_from:  # a loaded model keeps its calibration
+            n = self.replay.size
+            inputs = self.config.model.calibrate_inputs
+            self.predictor.calibrate(self.replay.obs[:n], self.replay.actions[:n], inputs=inputs)
+            if inputs:
+                self.policy.calibrate(self.replay.obs[:n], self.replay.goals[:n])
+        t0 = time.perf_counter()
+        pred_losses = [self.predictor_update() for _ in range(t.predictor_updates)]
+        t1 = time.perf_counter()
+        pol = [self.policy_update() for _ in range(t.policy_updates)]
+        t2 = time.perf_counter()
+        metrics.update({
+            "losses/predictor": float(np.mean(pred_losses)) if pred_losses else float("nan"),
+            "losses/policy": float(np.mean([p["loss"] for p in pol])) if pol else float("nan"),
+            "charts/imagined_distance": float(np.mean([p["imagined_distance"] for p in pol])) if pol else float("nan"),
+            "charts/teacher_forcing": self.teacher_forcing(),
+            "charts/lr_scale": self.lr_scale(),
+            "time/collect_s": t0 - start, "time/predictor_s": t1 - t0, "time/policy_s": t2 - t1,
+        })
+        self.iteration += 1
+        if t.eval_every and (self.iteration % t.eval_every == 0 or self.iteration == t.iterations):
+            metrics.update(self.validate())
+        return metrics
+
     def fit(self, progress: bool = True, stop_when: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
         """Train to the config's iterations (resuming a run directory's checkpoint), or until
         ``stop_when`` returns true for an iteration's metrics (after they are saved)."""
-        from torch.utils.tensorboard import SummaryWriter
-
         t = self.config.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self._resume()
-        writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        bar = tqdm(total=t.iterations, initial=self.iteration, disable=not progress,
-                   desc=f"train {self.config.task}/{self.config.model.kind}", unit="it")
-        last: dict[str, Any] = {}
-        try:
+        with FitLoop(self.run_dir, "iteration", t.iterations, f"train {self.config.task}/{self.config.model.kind}",
+                     "it", progress, self.iteration, self.elapsed_s) as loop:
             while self.iteration < t.iterations:
                 start = time.perf_counter()
-                self._apply_lr()  # also after a resume: the config's rates, not the saved ones
-                metrics = self.collect()
-                if self.iteration == 0 and not t.init_from:  # a loaded model keeps its calibration
-                    n = self.replay.size
-                    inputs = self.config.model.calibrate_inputs
-                    self.predictor.calibrate(self.replay.obs[:n], self.replay.actions[:n], inputs=inputs)
-                    if inputs:
-                        self.policy.calibrate(self.replay.obs[:n], self.replay.goals[:n])
-                t0 = time.perf_counter()
-                pred_losses = [self.predictor_update() for _ in range(t.predictor_updates)]
-                t1 = time.perf_counter()
-                pol = [self.policy_update() for _ in range(t.policy_updates)]
-                t2 = time.perf_counter()
-                metrics.update({
-                    "losses/predictor": float(np.mean(pred_losses)) if pred_losses else float("nan"),
-                    "losses/policy": float(np.mean([p["loss"] for p in pol])) if pol else float("nan"),
-                    "charts/imagined_distance": float(np.mean([p["imagined_distance"] for p in pol])) if pol else float("nan"),
-                    "charts/teacher_forcing": self.teacher_forcing(),
-                    "charts/lr_scale": self.lr_scale(),
-                    "time/collect_s": t0 - start, "time/predictor_s": t1 - t0, "time/policy_s": t2 - t1,
-                })
-                self.iteration += 1
-                if t.eval_every and (self.iteration % t.eval_every == 0 or self.iteration == t.iterations):
-                    metrics.update(self.validate())
-                self.elapsed_s += time.perf_counter() - start
-                metrics["time/elapsed_s"] = self.elapsed_s
-                for key, value in metrics.items():
-                    writer.add_scalar(key, value, self.iteration)
-                with open(self.run_dir / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps({"iteration": self.iteration, **metrics}) + "\n")
-                self._checkpoint()
-                if "validation/success_rate" in metrics:
-                    self._keep_best(metrics)
-                bar.set_postfix(pred=f"{metrics['losses/predictor']:.3g}",
-                                dist=f"{metrics['collect/final_distance_median']:.3f}")
-                bar.update(1)
-                last = metrics
+                metrics = self.train_iteration()
+                loop.record(self.iteration, metrics, lambda: self._checkpoint(loop.elapsed_s), self._save_model,
+                            postfix={"pred": f"{metrics['losses/predictor']:.3g}",
+                                     "dist": f"{metrics['collect/final_distance_median']:.3f}"}, started=start)
                 if stop_when is not None and stop_when(metrics):
                     break
-        finally:
-            bar.close()
-            writer.close()
-        return last
+        return loop.last
 
-    def _checkpoint(self) -> None:
-        save_model(self.run_dir, self.predictor, self.policy, self.io_spec, self.config)
-        state = {
+    def _save_model(self, directory: Path) -> None:
+        """``best/`` too: a policy trained through a learned model can get worse late in a run
+        (docs/training.md)."""
+        save_model(directory, self.predictor, self.policy, self.io_spec, self.config)
+
+    def _checkpoint(self, elapsed_s: float) -> None:
+        self.elapsed_s = elapsed_s
+        self._save_model(self.run_dir)
+        save_state(self.run_dir, {
             "iteration": self.iteration, "elapsed_s": self.elapsed_s,
             "pred_opt": self.pred_opt.state_dict(), "policy_opt": self.policy_opt.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
-        }
-        atomic_write_bytes(self.run_dir / "train_state.pt", lambda p: torch.save(state, p))
+        })
         atomic_write_bytes(self.run_dir / "replay.npz", self.replay.save)
-
-    def _keep_best(self, metrics: dict[str, float]) -> None:
-        """``best/``: a policy trained through a learned model can get worse late in a run
-        (docs/training.md)."""
-        keep_best(self.run_dir, metrics, {"iteration": self.iteration},
-                  lambda d: save_model(d, self.predictor, self.policy, self.io_spec, self.config))
 
     def _init_from(self, directory: str) -> None:
         """Start from a trained model's weights (its I/O spec must be this run's)."""
@@ -227,15 +214,14 @@ class Trainer:
                                   f"hidden {config.model.hidden}) do not fit this config's ({exc})") from None
 
     def _resume(self) -> None:
-        path = self.run_dir / "train_state.pt"
-        if not path.exists():
+        state = load_state(self.run_dir)
+        if state is None:
             return
         from ..models.checkpoint import load_model
 
         predictor, policy, _, _ = load_model(self.run_dir, self.io_spec.to_dict())
         self.predictor.load_state_dict(predictor.state_dict())
         self.policy.load_state_dict(policy.state_dict())
-        state = torch.load(path, weights_only=True)
         self.iteration, self.elapsed_s = int(state["iteration"]), float(state["elapsed_s"])
         self.pred_opt.load_state_dict(state["pred_opt"])
         self.policy_opt.load_state_dict(state["policy_opt"])

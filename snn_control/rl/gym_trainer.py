@@ -18,19 +18,17 @@ of each evaluation is logged and the best is the run's "max average return" (as 
 
 from __future__ import annotations
 
-import json
-import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..envs.gym_task import make_gym_task
 from ..models.actors import SpikingActor
+from ..training.fitloop import FitLoop
 from .td3 import TransitionReplay, UpdateRatio
 from .trainer import GuideError, build_agent
 
@@ -108,20 +106,15 @@ class GymTD3Trainer:
         return self.agent.update(batch)
 
     def fit(self, progress: bool = True) -> dict[str, Any]:
-        from torch.utils.tensorboard import SummaryWriter
-
         r = self.config.rl
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
-        (self.run_dir / "metrics.jsonl").write_text("")
-        writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        bar = tqdm(total=r.total_steps, disable=not progress, unit="step",
-                   desc=f"td3 {self.config.env.env_id}/{r.actor}/{r.target}")
-        start, next_eval, best = time.perf_counter(), r.eval_every, -np.inf
-        obs, _ = self.env.reset(seed=int(self.rng.integers(2**31)))
-        episode_return, returns, losses, out = 0.0, [], [], {}
+        loop = FitLoop(self.run_dir, "env_steps", r.total_steps, f"td3 {self.config.env.env_id}/{r.actor}/{r.target}",
+                       "step", progress)
+        loop.start_afresh(self.config)
+        next_eval, best = r.eval_every, -np.inf
+        episode_return, returns, losses = 0.0, [], []
         ratio = UpdateRatio(r.updates_per_step)
-        try:
+        with loop, closing(self.env):
+            obs, _ = self.env.reset(seed=int(self.rng.integers(2**31)))
             while self.env_steps < r.total_steps:
                 slope = self.slopes.value(self.env_steps)
                 if isinstance(self.actor, SpikingActor):
@@ -149,24 +142,18 @@ class GymTD3Trainer:
                 if self.env_steps >= r.start_steps:
                     for _ in range(ratio.due(1)):
                         losses.append(self._update())
-                bar.update(1)
+                loop.advance(self.env_steps)
                 if self.env_steps >= next_eval or self.env_steps >= r.total_steps:
                     next_eval += r.eval_every
-                    out = self._log(writer, returns, losses, slope, start)
+                    out = self._evaluation(returns, losses, slope)
                     best = max(best, out["eval/return_mean"])
                     out["eval/max_average_return"] = best
-                    with open(self.run_dir / "metrics.jsonl", "a") as fh:
-                        fh.write(json.dumps({"env_steps": self.env_steps, **out}) + "\n")
-                    self.save()
-                    bar.set_postfix(eval=f"{out['eval/return_mean']:.0f}", best=f"{best:.0f}")
+                    loop.record(self.env_steps, out, self.save,
+                                postfix={"eval": f"{out['eval/return_mean']:.0f}", "best": f"{best:.0f}"})
                     returns, losses = [], []
-        finally:
-            bar.close()
-            writer.close()
-            self.env.close()
-        return out
+        return loop.last
 
-    def _log(self, writer, returns, losses, slope, start) -> dict[str, float]:
+    def _evaluation(self, returns, losses, slope) -> dict[str, float]:
         out = {"eval/return_mean": self.evaluate(), "charts/slope": float(slope)}
         if returns:
             out["charts/episode_return"] = float(np.mean(returns))
@@ -174,9 +161,6 @@ class GymTD3Trainer:
             values = [l[key] for l in losses if key in l]
             if values:
                 out[f"losses/{key}"] = float(np.mean(values))
-        out["time/elapsed_s"] = time.perf_counter() - start
-        for key, value in out.items():
-            writer.add_scalar(key, value, self.env_steps)
         return out
 
     def save(self) -> None:

@@ -6,25 +6,26 @@
   updates;
 - target actor ``"polyak"``: a Polyak copy of the actor itself (for a spiking actor this
   is what Xu et al. 2025 (Proxy Target) found destabilising); ``"proxy"``: a non-spiking
-  MLP trained to imitate the spiking actor (MSE on ``proxy_batch`` replay states,
-  ``proxy_steps`` Adam steps per actor update) whose Polyak copy is the target.
+  MLP trained to imitate the spiking actor (MSE on the update's replay states, at most
+  ``batch`` of them, ``proxy_steps`` Adam steps per actor update) whose Polyak copy is the target.
   Training-time only: the deployed policy is the spiking actor;
 - ``bc_weight`` > 0 adds TD3+BC's behaviour-cloning term towards the guide's actions
   (stored with each transition), with Q normalised by its mean magnitude.
 
+The settings are the config's ``rl`` section (:class:`snn_control.config.RLConfig`).
 Transitions live in preallocated arrays (:class:`TransitionReplay`).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import RLConfig
 from ..models.actors import MLPActor, mlp
 
 
@@ -43,23 +44,6 @@ class TwinCritic(nn.Module):
     def q1_value(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``Q1(s, a)`` alone: what TD3's actor loss needs."""
         return self.q1(torch.cat([obs, action], -1)).squeeze(-1)
-
-
-@dataclass
-class TD3Settings:
-    gamma: float = 0.99
-    tau: float = 0.005  # Polyak rate of every target
-    policy_noise: float = 0.2  # target smoothing noise (action units)
-    noise_clip: float = 0.5
-    policy_delay: int = 2
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    target: str = "proxy"  # "proxy" or "polyak"
-    proxy_hidden: tuple[int, ...] = (512, 512)
-    proxy_steps: int = 3
-    proxy_batch: int = 256
-    proxy_lr: float = 1e-3
-    bc_weight: float = 0.0  # TD3+BC alpha (0: plain TD3)
 
 
 class TransitionReplay:
@@ -122,9 +106,9 @@ def polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 class TD3:
-    def __init__(self, actor: nn.Module, obs_dim: int, act_dim: int, settings: TD3Settings | None = None,
+    def __init__(self, actor: nn.Module, obs_dim: int, act_dim: int, settings: RLConfig | None = None,
                  critic_hidden=(256, 256)) -> None:
-        self.s = s = settings or TD3Settings()
+        self.s = s = settings or RLConfig()
         if s.target not in ("proxy", "polyak"):
             raise ValueError(f"unknown target actor {s.target!r}; choose proxy or polyak")
         self.actor = actor
@@ -189,7 +173,7 @@ class TD3:
             self.critic.requires_grad_(True)
         out["actor_loss"] = float(actor_loss.detach())
         if self.proxy is not None:  # the batch's replay states (Xu et al. 2025: 256, 3 steps)
-            states = obs[: s.proxy_batch]
+            states = obs[: s.batch]
             with torch.no_grad():  # the updated actor's actions: the same for every step
                 wanted = self.actor(states)
             for _ in range(s.proxy_steps):

@@ -16,27 +16,24 @@ model directory of the best validation so far (TD3's actor can get worse late in
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from tqdm.auto import tqdm
 
 from ..classical import OperationalSpacePD
 from ..config import ExperimentConfig
 from ..envs import make_batch
 from ..models.networks import policy_input
-from ..models.checkpoint import keep_best, save_model
+from ..models.checkpoint import save_model
 from ..models import io_spec_for
 from .guide import GuideSchedule
 from ..models.actors import ActorPolicy, SpikingActor, build_actor
+from ..training.fitloop import FitLoop
 from .slopes import make_slope_schedule
-from .td3 import TD3, TD3Settings, TransitionReplay, UpdateRatio
+from .td3 import TD3, TransitionReplay, UpdateRatio
 
 VALIDATION_SET = 1  # held-out goal set for validation during training; eval reports set 0
 
@@ -49,11 +46,7 @@ def build_agent(config: ExperimentConfig, obs_dim: int, act_dim: int, obs_range:
     """``(actor, TD3 agent, slope schedule)`` as ``config.rl`` describes them."""
     r = config.rl
     actor = build_actor(r, obs_dim, act_dim, obs_range)
-    agent = TD3(actor, obs_dim, act_dim, TD3Settings(
-        gamma=r.gamma, tau=r.tau, policy_noise=r.policy_noise, noise_clip=r.noise_clip,
-        policy_delay=r.policy_delay, actor_lr=r.actor_lr, critic_lr=r.critic_lr, target=r.target,
-        proxy_hidden=tuple(r.proxy_hidden), proxy_steps=r.proxy_steps, proxy_batch=r.batch,
-        proxy_lr=r.proxy_lr, bc_weight=r.bc_weight))
+    agent = TD3(actor, obs_dim, act_dim, r)
     slopes = make_slope_schedule(r.slope_schedule, r.slope, r.slope_start, r.slope_end,
                                  r.slope_steps or r.total_steps, r.adaptive_return_low, r.adaptive_return_high)
     return actor, agent, slopes
@@ -152,37 +145,17 @@ class RLTrainer:
             env.close()
 
     def fit(self, progress: bool = True) -> dict[str, Any]:
-        from torch.utils.tensorboard import SummaryWriter
-
         r = self.config.rl
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
-        (self.run_dir / "metrics.jsonl").write_text("")  # a run starts afresh (TD3 runs do not resume)
-        shutil.rmtree(self.run_dir / "best", ignore_errors=True)  # so is its best checkpoint
-        writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        bar = tqdm(total=r.total_steps, disable=not progress, unit="step",
-                   desc=f"td3 {self.config.task}/{r.actor}/{r.target}")
-        start, last, next_eval = time.perf_counter(), {}, r.eval_every
-        try:
+        loop = FitLoop(self.run_dir, "env_steps", r.total_steps, f"td3 {self.config.task}/{r.actor}/{r.target}",
+                       "step", progress)
+        loop.start_afresh(self.config)  # TD3 runs do not resume
+        next_eval = r.eval_every
+        with loop, closing(self.env):
             while self.env_steps < r.total_steps:
-                before = self.env_steps
                 metrics = self.episode()
                 if self.env_steps >= next_eval or self.env_steps >= r.total_steps:
                     metrics.update(self.validate())
                     next_eval += r.eval_every
-                metrics["time/elapsed_s"] = time.perf_counter() - start
-                for key, value in metrics.items():
-                    writer.add_scalar(key, value, self.env_steps)
-                with open(self.run_dir / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps({"env_steps": self.env_steps, **metrics}) + "\n")
-                self.save(self.run_dir)
-                if "validation/success_rate" in metrics:
-                    keep_best(self.run_dir, metrics, {"env_steps": self.env_steps}, self.save)
-                bar.update(self.env_steps - before)
-                bar.set_postfix(ret=f"{metrics['charts/episode_return']:.3g}")
-                last = metrics
-        finally:
-            bar.close()
-            writer.close()
-            self.env.close()
-        return last
+                loop.record(self.env_steps, metrics, lambda: self.save(self.run_dir), self.save,
+                            postfix={"ret": f"{metrics['charts/episode_return']:.3g}"})
+        return loop.last
