@@ -81,7 +81,7 @@ def check_equivalence(predictor, policy, obs, goals):
             a32, _, s_pol32 = policy.step(ot.float(), gt.float(), s_pol32)
             p32, s_pred32 = predictor.step(ot.float(), a32, s_pred32)
             net64, net32 = (s_pol64[0], s_pol32[0]) if getattr(policy, "goal_integral", None) is not None else (s_pol64, s_pol32)
-            for fast, ref64, ref32 in ((fast_pol._net, net64, net32), (fast_pred._net, s_pred64.core, s_pred32.core)):
+            for fast, ref64, ref32 in ((fast_pol.compiled, net64, net32), (fast_pred.compiled, s_pred64.core, s_pred32.core)):
                 spikes64 = np.stack([s.spikes[0].numpy() for s in ref64.layers])
                 spikes32 = np.stack([s.spikes[0].numpy() for s in ref32.layers])
                 if not np.array_equal(fast.spikes, spikes64):

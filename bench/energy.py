@@ -70,7 +70,7 @@ def measure(model: str, episodes: int) -> dict:
     out = {"task": spec.task, "episodes": episodes, "parameters": parameter_count(predictor) + parameter_count(policy)}
     total_snn_pj = total_ann_pj = 0.0
     for name, module, fast in (("predictor", predictor, fast_pred), ("policy", policy, fast_pol)):
-        net = fast._net
+        net = fast.compiled
         ops = synaptic_operations(module.net, list(net.spike_counts), net.steps)
         ann = equal_size_ann_macs(module.net)
         snn_pj = ops["spike_events"] * PJ_PER_AC + ops["dense_macs"] * PJ_PER_MAC

@@ -101,18 +101,12 @@ def cmd_results_table(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from .predictive.bags import read_sessions
     from .models.checkpoint import load_model
-    from .predictive.finetune import FinetuneError, FinetuneSettings, finetune, write_version
+    from .predictive.finetune import FinetuneError, finetune, settings_from, write_version
 
-    fields = {f.name for f in dataclasses.fields(FinetuneSettings)} - {"env_overrides"}
-    values = config_mod.key_values(args.set, "--set")
-    unknown = set(values) - fields
-    if unknown:
-        raise config_mod.ConfigError(f"--set: unknown fine-tuning keys {sorted(unknown)}; known: {sorted(fields)}")
-    settings = FinetuneSettings(**values, env_overrides=config_mod.key_values(args.env, "--env"))
+    settings = settings_from(config_mod.key_values(args.set, "--set"), config_mod.key_values(args.env, "--env"),
+                             "--set")
     _, _, spec, _ = load_model(args.model_dir)
     sessions = read_sessions(args.bags, spec, settings.window)
     for reason in sessions.skipped:

@@ -204,6 +204,35 @@ def test_finetune_command_writes_a_version_or_says_why_not(payload_session, tmp_
     assert "unknown fine-tuning keys ['learning_rate']" in capsys.readouterr().err
 
 
+def trainer_settings(tmp_path, monkeypatch, *params: str):
+    """The fine-tuning settings a trainer node builds from ``params`` (NAME:=VALUE)."""
+    rclpy = pytest.importorskip("rclpy")
+    from snn_control.nodes.trainer import TrainerNode
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # a node is made, never spun
+    given = [f"checkpoint:={MODEL}", f"bag_dir:={tmp_path / 'bags'}", f"output_dir:={tmp_path / 'out'}", *params]
+    rclpy.init(args=["trainer", "--ros-args", *[a for p in given for a in ("-p", p)]])
+    try:
+        node = TrainerNode()
+        node.destroy_node()
+        return node.settings
+    finally:
+        rclpy.shutdown()
+
+
+def test_trainer_node_takes_every_plain_setting_as_a_parameter_and_refuses_unknown_ones(tmp_path, monkeypatch):
+    from snn_control.nodes.common import StartupError
+
+    changed = {name: (not v if isinstance(v, bool) else v + 1 if isinstance(v, int) else v + 0.5)
+               for name, v in finetune_mod.plain_settings().items()}
+    assert {"window", "predictor_lr", "min_train_windows", "compile"} <= set(changed)  # names users set
+    params = [f"{name}:={str(v).lower() if isinstance(v, bool) else v}" for name, v in changed.items()]
+    settings = trainer_settings(tmp_path, monkeypatch, *params, "validation_env:=[hand_payload_kg=1.0]")
+    assert settings == FinetuneSettings(**changed, env_overrides={"hand_payload_kg": 1.0})
+    with pytest.raises(StartupError, match=r"unknown parameter\(s\) \['predictor_update'\]"):
+        trainer_settings(tmp_path, monkeypatch, "predictor_update:=10")
+
+
 def test_used_bags_are_remembered_across_restarts_and_a_corrupt_ledger_is_kept_aside(tmp_path):
     from snn_control.predictive.bag_ledger import BagLedger
 

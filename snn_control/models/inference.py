@@ -62,6 +62,12 @@ class FastPolicy:
         """Mean rate per spiking layer since reset (empty for a non-spiking policy)."""
         return self._step.firing_rates_hz()
 
+    @property
+    def compiled(self):
+        """The compiled spiking network (its ``spikes`` and ``spike_counts`` for benchmarks
+        and energy estimates), or None for a non-spiking policy."""
+        return self._step.compiled
+
 
 class FastPredictor:
     """Any trained forward model, one control step at a time."""
@@ -78,6 +84,11 @@ class FastPredictor:
     def firing_rates_hz(self) -> np.ndarray:
         return self._step.firing_rates_hz()
 
+    @property
+    def compiled(self):
+        """The compiled spiking network, or None for a non-spiking forward model."""
+        return self._step.compiled
+
 
 class CompiledPolicyStep:
     """A spiking policy on its compiled path: ``compiled`` (a FastSpikingNet, or a TD3
@@ -87,11 +98,11 @@ class CompiledPolicyStep:
     def __init__(self, compiled, run, goal_error: tuple[int, int] | None, float64: bool = False) -> None:
         from .networks import policy_input
 
-        self._compiled, self._run, self._input = compiled, run, policy_input
+        self.compiled, self._run, self._input = compiled, run, policy_input
         self._goal_error, self._float64 = goal_error, float64
 
     def reset(self) -> None:
-        self._compiled.reset()
+        self.compiled.reset()
 
     def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
         if self._float64:
@@ -99,11 +110,13 @@ class CompiledPolicyStep:
         return self._run(self._input(obs, goal, self._goal_error))
 
     def firing_rates_hz(self) -> np.ndarray:
-        return self._compiled.firing_rates_hz()
+        return self.compiled.firing_rates_hz()
 
 
 class _TorchStep:
     """A non-spiking network run by its own torch ``step`` without autograd."""
+
+    compiled = None
 
     def __init__(self, module: nn.Module) -> None:
         self._module = module.eval()
@@ -130,7 +143,7 @@ class SpikingPredictStep:
     predictor head (delta scale, momentum prior, action term, kinematic prior) in float64."""
 
     def __init__(self, predictor) -> None:
-        self._net = FastSpikingNet(predictor.net)
+        self._net = self.compiled = FastSpikingNet(predictor.net)
         self._kinematics = predictor.kinematics
         with torch.no_grad():
             self._scale = predictor.delta_scale.double().numpy().copy()

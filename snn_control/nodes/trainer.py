@@ -56,36 +56,21 @@ def closed_bags(directory: Path) -> list[Path]:
 class TrainerNode(Node):
     def __init__(self) -> None:
         super().__init__("trainer")
-        from ..predictive.finetune import FinetuneSettings
+        from ..predictive.finetune import plain_settings
 
-        defaults = FinetuneSettings()
-        p = declare(
-            self, checkpoint="", bag_dir="bags", bags=[""], output_dir="runs/finetuned",
-            controller="/snn_controller", watch_period_s=10.0, min_windows=100,
-            window=defaults.window, predictor_updates=defaults.predictor_updates,
-            policy_updates=defaults.policy_updates, batch=defaults.batch,
-            predictor_lr=defaults.predictor_lr, policy_lr=defaults.policy_lr,
-            heldout_every=defaults.heldout_every, check_every=defaults.check_every,
-            policy_check_every=defaults.policy_check_every,
-            validation_episodes=defaults.validation_episodes,
-            sim_tolerance=defaults.sim_tolerance, heldout_tolerance=defaults.heldout_tolerance,
-            validation_env=[""], threads=defaults.threads, seed=defaults.seed, compile=defaults.compile,
-        )
+        # One parameter per plain fine-tuning setting, named, typed and defaulted as in
+        # FinetuneSettings; its env_overrides come as validation_env's KEY=VALUE items.
+        settings = plain_settings()
+        p = declare(self, checkpoint="", bag_dir="bags", bags=[""], output_dir="runs/finetuned",
+                    controller="/snn_controller", watch_period_s=10.0, min_windows=100, validation_env=[""],
+                    **settings)
+        self._refuse_unknown_parameters()
         if not p["checkpoint"]:
             raise StartupError("parameter 'checkpoint' (the model the controller runs) is not set")
         self.checkpoint = resolve(p["checkpoint"])
         if not (self.checkpoint / "io_spec.json").is_file():
             raise StartupError(f"checkpoint {self.checkpoint}: not a model directory")
-        self.settings = FinetuneSettings(
-            window=p["window"], predictor_updates=p["predictor_updates"], policy_updates=p["policy_updates"],
-            batch=p["batch"], predictor_lr=p["predictor_lr"], policy_lr=p["policy_lr"],
-            heldout_every=p["heldout_every"], check_every=p["check_every"],
-            policy_check_every=p["policy_check_every"],
-            validation_episodes=p["validation_episodes"],
-            sim_tolerance=p["sim_tolerance"], heldout_tolerance=p["heldout_tolerance"],
-            env_overrides=parse_overrides(p["validation_env"]), threads=p["threads"], seed=p["seed"],
-            compile=p["compile"])
-        self._check_settings()
+        self.settings = self._settings({name: p[name] for name in settings}, parse_overrides(p["validation_env"]))
         self.session_start = self.checkpoint  # every candidate is gated against this one too
         self.params = p
         self.bag_dir = Path(p["bag_dir"]).expanduser()
@@ -111,15 +96,26 @@ class TrainerNode(Node):
                                      f"before); running model {self.checkpoint}, the session start (every "
                                      f"candidate is gated against it too)")
 
-    def _check_settings(self) -> None:
-        """Settings that no bag can make work are refused at start, not once per round."""
+    def _refuse_unknown_parameters(self) -> None:
+        """rclpy ignores a parameter it is given but that is never declared: a misspelt
+        setting would silently keep its default."""
+        declared = set(self.list_parameters([], 0).names)
+        unknown = sorted(set(self._parameter_overrides) - declared)
+        if unknown:
+            raise StartupError(f"unknown parameter(s) {unknown}; known: {sorted(declared)}")
+
+    def _settings(self, values: dict, env_overrides: dict):
+        """The fine-tuning settings; settings that no bag can make work are refused at start,
+        not once per round."""
         from ..config import ConfigError, load as load_config
-        from ..predictive.finetune import FinetuneError, check_settings
+        from ..predictive.finetune import FinetuneError, check_settings, settings_from
 
         try:
-            check_settings(self.settings, load_config(self.checkpoint / "config.yaml"))
+            settings = settings_from(values, env_overrides, "parameters")
+            check_settings(settings, load_config(self.checkpoint / "config.yaml"))
         except (FinetuneError, ConfigError) as exc:
             raise StartupError(f"fine-tuning settings: {exc}") from None
+        return settings
 
     # -- progress ---------------------------------------------------------------------
     def _report(self, state: str, log: bool = True, **fields) -> None:

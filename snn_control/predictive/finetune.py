@@ -44,6 +44,7 @@ import os
 import re
 import shutil
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -51,6 +52,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..envs import EnvError, make_batch
 from ..envs.base import velocity_indices
 from ..models import IOSpecMismatch
@@ -91,6 +93,26 @@ class FinetuneSettings:
     seed: int = 0
     threads: int = 1
     compile: bool = True  # torch.compile the control steps (the model's train.compile also must be on)
+
+
+def plain_settings() -> dict[str, Any]:
+    """Name -> default of every setting that is one plain value: the trainer node's parameters
+    and ``snn-control finetune``'s ``--set`` keys. ``env_overrides`` (a mapping, built by a
+    default factory) is given as KEY=VALUE items instead (``validation_env``, ``--env``)."""
+    hints = typing.get_type_hints(FinetuneSettings)
+    # A ROS parameter takes its type from its default: a float setting must not default to an int.
+    return {f.name: float(f.default) if hints[f.name] is float else f.default
+            for f in dataclasses.fields(FinetuneSettings) if f.default is not dataclasses.MISSING}
+
+
+def settings_from(values: dict[str, Any], env_overrides: dict[str, Any], what: str) -> FinetuneSettings:
+    """Settings from plain ``values`` by name (the rest keep their defaults) and ``env_overrides``;
+    a name that is no plain setting is refused, named, with ``what`` (where it came from)."""
+    known = plain_settings()
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"{what}: unknown fine-tuning keys {sorted(unknown)}; known: {sorted(known)}")
+    return FinetuneSettings(**values, env_overrides=env_overrides)
 
 
 def split_windows(sessions: SessionEpisodes, every: int) -> tuple[np.ndarray, np.ndarray]:
@@ -226,14 +248,57 @@ def verdict(checks: list[dict]) -> str:
 
 # -- fine-tuning ------------------------------------------------------------------------
 @dataclass
+class _Models:
+    """The models of one fine-tuning, loaded and checked."""
+    predictor: Any  # the running model's, fine-tuned in place into the candidate's
+    policy: Any
+    spec: Any
+    config: Any
+    running: tuple  # (predictor, policy) of the running model, untouched: the first reference
+    start: tuple  # (predictor, policy) of the session start: the second reference
+    start_is_running: bool  # then the session start is not measured twice
+
+
+@dataclass
+class _Windows:
+    """Indices of the session's windows: training, held out, and the held-out halves."""
+    train: np.ndarray
+    held: np.ndarray
+    select: np.ndarray  # early stopping
+    gate: np.ndarray  # the imagined check
+
+    @classmethod
+    def split(cls, sessions: SessionEpisodes, every: int) -> _Windows:
+        train, held = split_windows(sessions, every)
+        return cls(train, held, *split_heldout(held))
+
+
+@dataclass
 class _Run:
-    """What the fitting steps share."""
+    """What the fitting and measuring steps share."""
     s: FinetuneSettings
     t: Any  # TrainConfig with the fine-tuning batch
     rng: np.random.Generator
     replay: EpisodicReplay
     progress: Progress
     total: int  # updates in all, for progress
+    effector: slice  # the effector's position in the observation
+    velocity: Any  # observation indices of joint velocities (train.hold_still, kept from the model's training)
+
+
+@dataclass
+class _PredictorFit:
+    losses: list
+    curve: list  # (update, selection error) at each check
+    kept_update: int
+
+
+@dataclass
+class _PolicyFit:
+    losses: list
+    distances: list  # imagined distance of each update
+    snapshots: list  # (update, simulated median on the selection goals) at each check
+    kept_update: int
 
 
 def check_settings(s: FinetuneSettings, config) -> None:
@@ -274,11 +339,45 @@ def load_session_start(directory: str | Path, spec) -> tuple:
     return predictor, policy
 
 
-def _fit_predictor(predictor, run: _Run, select: tuple) -> tuple[list, list, int]:
+def _load_and_check(model_dir: str | Path, sessions: SessionEpisodes, s: FinetuneSettings,
+                    session_start_dir: Path) -> _Models:
+    """Seed, load the running model (twice: one copy is fine-tuned, one stays the reference) and
+    the session start, and refuse settings or sessions that cannot work."""
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)  # before loading: building the models draws from it
+    predictor, policy, spec, config = load_model(model_dir)
+    if predictor is None:
+        raise FinetuneError(f"{model_dir}: a {config.algorithm} model has no forward model to fine-tune through")
+    check_settings(s, config)
+    _check_sessions(s, spec, sessions)
+    running = load_model(model_dir)[:2]
+    start_is_running = session_start_dir.resolve() == Path(model_dir).resolve()
+    start = running if start_is_running else load_session_start(session_start_dir, spec)
+    return _Models(predictor, policy, spec, config, running, start, start_is_running)
+
+
+def _prepare_fitting(m: _Models, sessions: SessionEpisodes, train_idx: np.ndarray, s: FinetuneSettings,
+                     progress: Progress) -> _Run:
+    """The training windows' replay and the models set up for training as in the model's own."""
+    spec = m.spec
+    t = dataclasses.replace(m.config.train, batch=s.batch)
+    replay = EpisodicReplay(len(train_idx), s.window, spec.obs_dim, spec.act_dim, spec.goal_dim)
+    replay.add(sessions.obs[train_idx], sessions.actions[train_idx], sessions.goals[train_idx])
+    compile_steps = t.compile and s.compile
+    if compile_steps:  # the trainer node fine-tunes fresh copies each time: drop the last ones' graphs
+        torch._dynamo.reset()
+    use_training_path(m.predictor, m.policy, t, compile_steps)
+    m.predictor.train()
+    m.policy.train()
+    return _Run(s, t, np.random.default_rng(s.seed), replay, progress, s.predictor_updates + s.policy_updates,
+                slice(*spec.effector), velocity_indices(spec.obs_names))
+
+
+def _fit_predictor(predictor, run: _Run, select: tuple) -> _PredictorFit:
     """Teacher-forced updates with early stopping on the selection windows ``select``: the
     forward model overfits a few minutes of data quickly (measured: training loss 2.7 -> 1.3
     while the held-out error rose 1.87 -> 2.37), so the weights with the lowest selection
-    error, checked every ``check_every`` updates, win. Returns (losses, curve, kept update)."""
+    error, checked every ``check_every`` updates, win."""
     s, t = run.s, run.t
     optimizer = make_optimizer(predictor, s.predictor_lr, t.tau_lr)
     losses, curve = [], []
@@ -302,21 +401,21 @@ def _fit_predictor(predictor, run: _Run, select: tuple) -> tuple[list, list, int
         run.progress("predictor", i + 1, run.total)
     if best[0] is not None:  # None: every error was NaN; the gate rejects what is left
         predictor.load_state_dict(best[0])
-    return losses, curve, best[2]
+    return _PredictorFit(losses, curve, best[2])
 
 
-def _fit_policy(policy, predictor, run: _Run, sim: SimulatedReach, effector: slice, velocity, learn_tau: bool):
+def _fit_policy(policy, predictor, run: _Run, sim: SimulatedReach, learn_tau: bool) -> _PolicyFit:
     """Policy updates through the forward model. The snapshot with the lowest simulated
     median on the selection goals is the candidate: one run's end point varies widely
-    (two similar runs can end at 7.1 cm and 12.6 cm median).
-    Returns (losses, imagined distances, snapshots, kept update)."""
+    (two similar runs can end at 7.1 cm and 12.6 cm median)."""
     s, t = run.s, run.t
     optimizer = make_optimizer(policy, s.policy_lr, t.tau_lr)
     losses, distances, snapshots = [], [], []
     best: list = [None, math.inf, 0]  # state dict, simulated median, update
     for i in range(s.policy_updates):
         obs, actions, goals = (torch.as_tensor(a) for a in run.replay.sample(run.rng, s.batch, t.warmup))
-        step = policy_step(policy, predictor, optimizer, obs, actions, goals, t, effector, learn_tau, velocity)
+        step = policy_step(policy, predictor, optimizer, obs, actions, goals, t, run.effector, learn_tau,
+                           run.velocity)
         losses.append(step["loss"])
         distances.append(step["imagined_distance"])
         run.progress("policy", s.predictor_updates + i + 1, run.total)
@@ -329,7 +428,63 @@ def _fit_policy(policy, predictor, run: _Run, sim: SimulatedReach, effector: sli
                 best[:] = [copy.deepcopy(policy.state_dict()), median, i + 1]
     if best[0] is not None:  # None: no finite score; the gate rejects the last weights
         policy.load_state_dict(best[0])
-    return losses, distances, snapshots, best[2]
+    return _PolicyFit(losses, distances, snapshots, best[2])
+
+
+def _measure(m: _Models, run: _Run, sim: SimulatedReach, sessions: SessionEpisodes,
+             gate_idx: np.ndarray) -> dict[str, tuple[dict, dict]]:
+    """Name -> (held-out figures, simulated figures) of the running model, the candidate and the
+    session start, every one measured the same way: on the gate windows and the gate goals,
+    imagined by the candidate's forward model."""
+    m.predictor.eval()
+    m.policy.eval()
+    run.progress("validate", run.total, run.total)
+
+    def measure(models) -> tuple[dict, dict]:
+        return (heldout_scores(*models, m.predictor, sessions, gate_idx, run.t, run.effector),
+                sim.score(models[1], GATE_SET))
+
+    figures = {"running": measure(m.running), "candidate": measure((m.predictor, m.policy))}
+    figures["session_start"] = figures["running"] if m.start_is_running else measure(m.start)
+    return figures
+
+
+def _judge(figures: dict[str, tuple[dict, dict]], losses: list, s: FinetuneSettings) -> list[dict]:
+    """The gate's checks on the candidate's figures against both references'."""
+    merged = {name: {**held, **simulated} for name, (held, simulated) in figures.items()}
+    return gate(merged["running"], merged["session_start"], merged["candidate"], losses, s)
+
+
+def _report(model_dir: str | Path, session_start_dir: Path, sessions: SessionEpisodes, s: FinetuneSettings,
+            w: _Windows, predictor_fit: _PredictorFit, policy_fit: _PolicyFit,
+            figures: dict[str, tuple[dict, dict]], sim_errors: list[str], checks: list[dict],
+            losses: list) -> dict[str, Any]:
+    """The report of one fine-tuning (without its wall time); ``accepted`` when every check passed."""
+    pred_losses, distances = predictor_fit.losses, policy_fit.distances
+    return {
+        "accepted": all(c["passed"] for c in checks),
+        "reason": verdict(checks),
+        "checks": checks,
+        "parent": str(model_dir),
+        "session_start": str(session_start_dir),
+        "bags": [str(b) for b in sessions.bags_read],
+        "skipped_bags": list(sessions.skipped),
+        "windows": {"train": int(len(w.train)), "heldout": int(len(w.held)), "selection": int(len(w.select)),
+                    "gate": int(len(w.gate)), "steps": s.window},
+        "heldout": {"windows": "gate", **{name: figures[name][0] for name in figures}},
+        "simulation": {"episodes": s.validation_episodes, "env_overrides": dict(s.env_overrides),
+                       "goal_set": GATE_SET, **{name: figures[name][1] for name in figures}, "errors": sim_errors},
+        "predictor_early_stop": {"windows": "selection", "kept_update": predictor_fit.kept_update,
+                                 "heldout_curve": predictor_fit.curve},
+        "policy_selection": {"goal_set": SELECTION_SET, "kept_update": policy_fit.kept_update,
+                             "simulated_median_m": policy_fit.snapshots},
+        "losses": {"predictor_first": pred_losses[0] if pred_losses else None,
+                   "predictor_last": pred_losses[-1] if pred_losses else None,
+                   "imagined_distance_first": distances[0] if distances else None,
+                   "imagined_distance_last": distances[-1] if distances else None,
+                   "non_finite": non_finite(losses)},
+        "settings": dataclasses.asdict(s),
+    }
 
 
 def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: FinetuneSettings | None = None,
@@ -340,82 +495,24 @@ def finetune(model_dir: str | Path, sessions: SessionEpisodes, settings: Finetun
     Returns ``(report, candidate)``, where ``candidate`` is ``(predictor, policy, io_spec,
     config)`` when accepted, else ``None``."""
     s = settings or FinetuneSettings()
-    progress = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
-    torch.set_num_threads(s.threads)
-    torch.manual_seed(s.seed)
-    predictor, policy, spec, config = load_model(model_dir)
-    if predictor is None:
-        raise FinetuneError(f"{model_dir}: a {config.algorithm} model has no forward model to fine-tune through")
-    check_settings(s, config)
-    _check_sessions(s, spec, sessions)
-    t = dataclasses.replace(config.train, batch=s.batch)
-    running = load_model(model_dir)[:2]
     session_start_dir = Path(session_start_dir or model_dir)
-    start_is_running = session_start_dir.resolve() == Path(model_dir).resolve()
-    start = running if start_is_running else load_session_start(session_start_dir, spec)
-
-    train_idx, held_idx = split_windows(sessions, s.heldout_every)
-    select_idx, gate_idx = split_heldout(held_idx)
-    replay = EpisodicReplay(len(train_idx), s.window, spec.obs_dim, spec.act_dim, spec.goal_dim)
-    replay.add(sessions.obs[train_idx], sessions.actions[train_idx], sessions.goals[train_idx])
-    compile_steps = t.compile and s.compile
-    if compile_steps:  # the trainer node fine-tunes fresh copies each time: drop the last ones' graphs
-        torch._dynamo.reset()
-    use_training_path(predictor, policy, t, compile_steps)
-    effector = slice(*spec.effector)
-    velocity = velocity_indices(spec.obs_names)  # train.hold_still, kept from the model's training
-    predictor.train()
-    policy.train()
-    run = _Run(s, t, np.random.default_rng(s.seed), replay, progress, s.predictor_updates + s.policy_updates)
-
-    pred_losses, curve, kept_predictor = _fit_predictor(predictor, run, _tensors(sessions, select_idx))
-    sim = SimulatedReach(config, s.validation_episodes, s.env_overrides)
+    m = _load_and_check(model_dir, sessions, s, session_start_dir)
+    w = _Windows.split(sessions, s.heldout_every)
+    run = _prepare_fitting(m, sessions, w.train, s, progress or (lambda stage, done, total: None))
+    predictor_fit = _fit_predictor(m.predictor, run, _tensors(sessions, w.select))
+    sim = SimulatedReach(m.config, s.validation_episodes, s.env_overrides)
     try:
-        policy_losses, distances, snapshots, kept_policy = _fit_policy(
-            policy, predictor, run, sim, effector, velocity, config.model.learn_tau)
-        predictor.eval()
-        policy.eval()
-        progress("validate", run.total, run.total)
-
-        def measure(models) -> tuple[dict, dict]:  # every model the same way: gate windows and goals
-            return (heldout_scores(*models, predictor, sessions, gate_idx, t, effector),
-                    sim.score(models[1], GATE_SET))
-
-        figures = {"running": measure(running), "candidate": measure((predictor, policy))}
-        figures["session_start"] = figures["running"] if start_is_running else measure(start)
-        sim_errors = sim.errors
+        policy_fit = _fit_policy(m.policy, m.predictor, run, sim, m.config.model.learn_tau)
+        figures = _measure(m, run, sim, sessions, w.gate)
     finally:
         sim.close()
-
-    merged = {name: {**held, **simulated} for name, (held, simulated) in figures.items()}
-    losses = [*pred_losses, *policy_losses, *distances]
-    checks = gate(merged["running"], merged["session_start"], merged["candidate"], losses, s)
-    accepted = all(c["passed"] for c in checks)
-    report = {
-        "accepted": accepted,
-        "reason": verdict(checks),
-        "checks": checks,
-        "parent": str(model_dir),
-        "session_start": str(session_start_dir),
-        "bags": [str(b) for b in sessions.bags_read],
-        "skipped_bags": list(sessions.skipped),
-        "windows": {"train": int(len(train_idx)), "heldout": int(len(held_idx)), "selection": int(len(select_idx)),
-                    "gate": int(len(gate_idx)), "steps": s.window},
-        "heldout": {"windows": "gate", **{name: figures[name][0] for name in figures}},
-        "simulation": {"episodes": s.validation_episodes, "env_overrides": dict(s.env_overrides),
-                       "goal_set": GATE_SET, **{name: figures[name][1] for name in figures}, "errors": sim_errors},
-        "predictor_early_stop": {"windows": "selection", "kept_update": kept_predictor, "heldout_curve": curve},
-        "policy_selection": {"goal_set": SELECTION_SET, "kept_update": kept_policy, "simulated_median_m": snapshots},
-        "losses": {"predictor_first": pred_losses[0] if pred_losses else None,
-                   "predictor_last": pred_losses[-1] if pred_losses else None,
-                   "imagined_distance_first": distances[0] if distances else None,
-                   "imagined_distance_last": distances[-1] if distances else None,
-                   "non_finite": non_finite(losses)},
-        "settings": dataclasses.asdict(s),
-        "elapsed_s": time.perf_counter() - started,
-    }
-    return report, ((predictor, policy, spec, config) if accepted else None)
+    losses = [*predictor_fit.losses, *policy_fit.losses, *policy_fit.distances]
+    checks = _judge(figures, losses, s)
+    report = _report(model_dir, session_start_dir, sessions, s, w, predictor_fit, policy_fit, figures, sim.errors,
+                     checks, losses)
+    report["elapsed_s"] = time.perf_counter() - started
+    return report, ((m.predictor, m.policy, m.spec, m.config) if report["accepted"] else None)
 
 
 _VERSION_DIR = re.compile(r"^v(\d{4,})$")
