@@ -98,5 +98,12 @@ def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: i
 
 
 def declare(node: Node, **defaults) -> dict:
-    """Declare parameters with defaults (types from the defaults) and return their values."""
-    return {name: node.declare_parameter(name, value).value for name, value in defaults.items()}
+    """Declare the node's parameters with defaults (types from the defaults) and return their
+    values. Any other parameter it was given is refused by name: rclpy would ignore it, and
+    a misspelt setting would silently keep its default."""
+    values = {name: node.declare_parameter(name, value).value for name, value in defaults.items()}
+    declared = set(node.list_parameters([], 0).names)
+    unknown = sorted(set(node._parameter_overrides) - declared)  # what the node was given
+    if unknown:
+        raise StartupError(f"unknown parameter(s) {unknown}; known: {sorted(declared)}")
+    return values

@@ -64,7 +64,6 @@ class TrainerNode(Node):
         p = declare(self, checkpoint="", bag_dir="bags", bags=[""], output_dir="runs/finetuned",
                     controller="/snn_controller", watch_period_s=10.0, min_windows=100, validation_env=[""],
                     **settings)
-        self._refuse_unknown_parameters()
         if not p["checkpoint"]:
             raise StartupError("parameter 'checkpoint' (the model the controller runs) is not set")
         self.checkpoint = resolve(p["checkpoint"])
@@ -95,14 +94,6 @@ class TrainerNode(Node):
         self._report("idle", message=f"watching {self.given or self.bag_dir} for bags ({len(self.used)} used "
                                      f"before); running model {self.checkpoint}, the session start (every "
                                      f"candidate is gated against it too)")
-
-    def _refuse_unknown_parameters(self) -> None:
-        """rclpy ignores a parameter it is given but that is never declared: a misspelt
-        setting would silently keep its default."""
-        declared = set(self.list_parameters([], 0).names)
-        unknown = sorted(set(self._parameter_overrides) - declared)
-        if unknown:
-            raise StartupError(f"unknown parameter(s) {unknown}; known: {sorted(declared)}")
 
     def _settings(self, values: dict, env_overrides: dict):
         """The fine-tuning settings; settings that no bag can make work are refused at start,
