@@ -49,11 +49,11 @@ class ModelConfig:
     # the fluctuation-driven init sees unit-power inputs (off: gains start at 1, and with the
     # Panda's inputs of RMS 0.14-0.57 both spiking nets were silent at init)
     momentum_prior: bool = False  # predictor adds alpha * (obs - previous obs), alpha fitted
-    # per entry; the network learns the rest (measured: linear extrapolation beat a 2-substep
-    # spiking predictor 4-12x on Panda positions one step ahead)
+    # per entry; the network learns the rest (linear extrapolation predicts Panda positions one
+    # step ahead 4-12x better than a 2-substep spiking predictor; docs/training.md item 6)
     action_term: bool = False  # predictor adds a learned linear B action to its output (a
-    # direct path for the action's effect; measured: the Panda predictors underestimated the
-    # effector's response to a torque 3-5x)
+    # direct path for the action's effect: the Panda predictors underestimate the effector's
+    # response to a torque 3-5x; docs/training.md item 8)
     kinematic_prior: bool = False  # predictor learns only the joint velocities' change;
     # positions integrate them and the effector follows from the URDF's forward kinematics
     # (models.kinematics; Panda). The kinematics of an arm are known, its dynamics are not

@@ -1,6 +1,7 @@
 """A standard gymnasium control task (for example MuJoCo ``InvertedDoublePendulum-v5``),
-trained model-free only (``task: gym``, ``algorithm: td3``). Seed 003 measured its
-proxy target on these tasks; running them here lets users check our TD3 against its numbers."""
+trained model-free only (``task: gym``, ``algorithm: td3``). Xu et al. 2025 (Proxy Target)
+report their proxy target on these tasks; running them here lets users check our TD3 against
+their numbers."""
 
 from __future__ import annotations
 

@@ -375,8 +375,8 @@ def _prepare_fitting(m: _Models, sessions: SessionEpisodes, train_idx: np.ndarra
 
 def _fit_predictor(predictor, run: _Run, select: tuple) -> _PredictorFit:
     """Teacher-forced updates with early stopping on the selection windows ``select``: the
-    forward model overfits a few minutes of data quickly (measured: training loss 2.7 -> 1.3
-    while the held-out error rose 1.87 -> 2.37), so the weights with the lowest selection
+    forward model overfits a few minutes of data quickly (training loss can halve while the
+    held-out error rises by a quarter), so the weights with the lowest selection
     error, checked every ``check_every`` updates, win."""
     s, t = run.s, run.t
     optimizer = make_optimizer(predictor, s.predictor_lr, t.tau_lr)
