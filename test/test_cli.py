@@ -67,9 +67,14 @@ def test_bringup_summarises_how_each_node_stopped():
 
     from snn_control.nodes.bringup import stop_nodes
 
-    procs = {"quiet": subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]),
+    # The quiet node takes SIGINT as Python does by default, even when started from a shell
+    # that left SIGINT ignored (a background job); the real nodes install their own handlers.
+    quiet = ("import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "print('ready', flush=True); time.sleep(30)")
+    procs = {"quiet": subprocess.Popen([sys.executable, "-c", quiet], stdout=subprocess.PIPE, text=True),
              "failing": subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])}
     procs["failing"].wait()
+    assert procs["quiet"].stdout.readline() == "ready\n"
     line = stop_nodes(procs)
     assert line.startswith("stopped: ") and "failing exit 3" in line
     assert "quiet exit" in line  # SIGINT ends it: Python's KeyboardInterrupt
