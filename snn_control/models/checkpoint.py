@@ -95,14 +95,19 @@ class Model(NamedTuple):
     config: config_mod.ExperimentConfig
 
     @property
+    def td3(self) -> bool:
+        """Trained model-free (``algorithm: td3``): an actor and no forward model."""
+        return self.config.algorithm == "td3"
+
+    @property
     def kind(self) -> str:
         """The policy's network family: ``snn``, ``gru``, ``mlp``."""
-        return self.config.rl.actor if self.config.algorithm == "td3" else self.config.model.kind
+        return self.config.rl.actor if self.td3 else self.config.model.kind
 
     @property
     def label(self) -> str:
         """How a person names it: ``snn``, ``gru``, ``td3 snn actor``."""
-        return f"td3 {self.kind} actor" if self.config.algorithm == "td3" else self.kind
+        return f"td3 {self.kind} actor" if self.td3 else self.kind
 
     @property
     def spiking_actor(self) -> torch.nn.Module | None:
@@ -113,7 +118,7 @@ class Model(NamedTuple):
     @property
     def threads(self) -> int:
         """The torch threads its training used (evaluation runs with the same)."""
-        return self.config.rl.threads if self.config.algorithm == "td3" else self.config.train.threads
+        return self.config.rl.threads if self.td3 else self.config.train.threads
 
     def fast_policy(self) -> FastPolicy:
         return FastPolicy(self.policy)
