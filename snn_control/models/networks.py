@@ -190,15 +190,34 @@ class GoalIntegral:
 
 
 class SpikingPolicy(nn.Module):
-    """(obs, goal) -> feed-forward spiking layers -> tanh of the readout potential. With a
-    :class:`GoalIntegral` the state carries the integral beside the network's."""
+    """(obs, goal) -> spiking layers -> tanh of the readout potential. Feed-forward, or with
+    ``recurrent`` the first layer feeds its spikes back. With a :class:`GoalIntegral` the
+    state carries the integral beside the network's."""
 
     def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, net_kwargs: dict[str, Any], layers: int,
-                 goal_error: tuple[int, int] | None = None, goal_integral: GoalIntegral | None = None) -> None:
+                 goal_error: tuple[int, int] | None = None, goal_integral: GoalIntegral | None = None,
+                 recurrent: bool = False) -> None:
         super().__init__()
         self.goal_error = goal_error
         self.goal_integral = goal_integral
-        self.net = SpikingNet(obs_dim + goal_dim, act_dim, recurrent=[False] * layers, **net_kwargs)
+        self.net = SpikingNet(obs_dim + goal_dim, act_dim, recurrent=[recurrent] + [False] * (layers - 1),
+                              **net_kwargs)
+
+    def load_without_recurrence(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Weights of the same policy without its recurrent connection (a feed-forward one to
+        go on from): that connection starts at zero, so this policy first acts as that one did."""
+        recurrent = self.net.layers[0].recurrent
+        if recurrent is None:
+            raise ValueError("load_without_recurrence: this policy has no recurrent connection")
+        result = self.load_state_dict(state_dict, strict=False)
+        stray = [k for k in result.missing_keys if not k.startswith("net.layers.0.recurrent.")]
+        if stray or result.unexpected_keys:
+            raise RuntimeError(f"missing keys {stray}, unexpected keys {result.unexpected_keys}")
+        with torch.no_grad():
+            out = recurrent.up if hasattr(recurrent, "up") else recurrent  # low-rank: its W2
+            out.weight.zero_()
+            if out.bias is not None:
+                out.bias.zero_()
 
     def initial_state(self, batch: int, like: torch.Tensor):
         state = self.net.initial_state(batch, like)
@@ -328,5 +347,5 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
                          model_cfg.action_term, kinematics),
         SpikingPolicy(obs_dim, goal_dim, act_dim,
                       kwargs(readout_learn_tau=model_cfg.learn_tau and model_cfg.policy_readout_learn_tau),
-                      model_cfg.layers, goal_error, integral),
+                      model_cfg.layers, goal_error, integral, model_cfg.policy_recurrent),
     )

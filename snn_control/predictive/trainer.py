@@ -208,7 +208,10 @@ class Trainer:
                                   "predictive training needs a forward model to go on from")
         try:
             self.predictor.load_state_dict(predictor.state_dict())
-            self.policy.load_state_dict(policy.state_dict())
+            if self.config.model.policy_recurrent and not config.model.policy_recurrent:
+                self.policy.load_without_recurrence(policy.state_dict())
+            else:
+                self.policy.load_state_dict(policy.state_dict())
         except RuntimeError as exc:  # other sizes or kinds than this config's networks
             raise CheckpointError(f"train.init_from {directory}: its networks ({config.model.kind}, "
                                   f"hidden {config.model.hidden}) do not fit this config's ({exc})") from None
