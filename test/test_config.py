@@ -41,6 +41,7 @@ def test_unknown_env_key_is_named(tmp_path):
     ("model:\n  hidden: 1.5\n", r"model.hidden: expected an integer"),
     ("task: walker\n", r"task: unknown task 'walker'"),
     ("train:\n  teacher_forcing: 2\n", r"teacher_forcing: must lie in \[0, 1\]"),
+    ("model:\n  kind: gru\n  policy_recurrent: true\n", r"model.policy_recurrent: for a spiking policy"),
 ])
 def test_wrong_types_and_values(tmp_path, text, match):
     with pytest.raises(C.ConfigError, match=match):

@@ -138,6 +138,42 @@ def test_training_goes_on_from_a_trained_model(tiny_run, tmp_path):
         Trainer(tiny_config([f"train.init_from={tiny_run}", "model.hidden=24"]), tmp_path / "other")
 
 
+def _actions(policy, spec, steps=15, seed=3):
+    generator = torch.Generator().manual_seed(seed)
+    obs = torch.randn(steps, 2, spec.obs_dim, generator=generator)
+    goal = torch.randn(steps, 2, spec.goal_dim, generator=generator)
+    state, out = policy.initial_state(2, obs), []
+    with torch.no_grad():
+        for k in range(steps):
+            action, _, state = policy.step(obs[k], goal[k], state)
+            out.append(action)
+    return torch.stack(out)
+
+
+def test_a_recurrent_policy_goes_on_from_a_feed_forward_one(tiny_run, tmp_path):
+    from snn_control.models.checkpoint import CheckpointError, load_model
+
+    _, policy, _, _ = load_model(tiny_run)
+    config = tiny_config([f"train.init_from={tiny_run}", "train.iterations=1", "train.eval_every=0",
+                          "model.policy_recurrent=true"])
+    trainer = Trainer(config, tmp_path / "on")
+    recurrent = trainer.policy.net.layers[0].recurrent
+    assert recurrent is not None and policy.net.layers[0].recurrent is None
+    # the feed-back starts at zero: the policy acts exactly as the one it came from ...
+    assert torch.equal(_actions(trainer.policy, trainer.io_spec), _actions(policy, trainer.io_spec))
+    # ... and the setting acts once that connection has weights
+    with torch.no_grad():
+        recurrent.up.weight.normal_(0.0, 1.0)
+    assert not torch.allclose(_actions(trainer.policy, trainer.io_spec), _actions(policy, trainer.io_spec))
+    with torch.no_grad():
+        recurrent.up.weight.zero_()
+    trainer.fit(progress=False)
+    assert recurrent.up.weight.abs().sum() > 0  # it trains
+    # going back (a recurrent policy into a feed-forward config) does not fit
+    with pytest.raises(CheckpointError, match="do not fit this config"):
+        Trainer(tiny_config([f"train.init_from={tmp_path / 'on'}"]), tmp_path / "back")
+
+
 def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     Trainer(tiny_config(["train.iterations=2", "train.eval_every=0"]), tmp_path).fit(progress=False)
     resumed = Trainer(tiny_config(["train.iterations=3", "train.eval_every=0"]), tmp_path)
