@@ -26,3 +26,29 @@ def test_a_misspelt_parameter_stops_the_node_naming_it(module, cls, monkeypatch,
             node_class()
     finally:
         rclpy.shutdown()
+
+
+
+@pytest.mark.parametrize("given, default, expected", [("100", 50.0, 100.0), ("many", 3, None)])
+def test_a_whole_number_for_a_real_parameter_is_taken_and_a_wrong_type_is_refused(given, default, expected,
+                                                                                 monkeypatch):
+    from rclpy.node import Node
+
+    from snn_control.nodes.common import StartupError, declare
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    rclpy.init(args=["probe", "--ros-args", "-p", f"value:={given}"])
+    try:
+        node = Node("probe")
+        try:
+            if expected is None:
+                with pytest.raises(StartupError, match=r"parameter value: expected int like its default 3, "
+                                                       r"got 'many'"):
+                    declare(node, value=default)
+            else:
+                assert declare(node, value=default) == {"value": expected}
+                assert isinstance(node.get_parameter("value").value, float)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown()

@@ -17,7 +17,9 @@ from typing import Callable
 
 import rclpy
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 POLL_S = 0.05  # s between checks for a stop request while spinning
@@ -97,11 +99,24 @@ def run_node(make: Callable[[], Node], args: list[str] | None = None, threads: i
             rclpy.try_shutdown()
 
 
+def _declare(node: Node, name: str, default):
+    """One parameter; a whole number given for a real one (``rate:=100``) is taken as that
+    real, any other mismatch is refused naming the parameter and the type it needs."""
+    given = node._parameter_overrides.get(name)
+    if isinstance(default, float) and given is not None and given.type_ == Parameter.Type.INTEGER:
+        node._parameter_overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(given.value))
+    try:
+        return node.declare_parameter(name, default).value
+    except InvalidParameterTypeException:
+        raise StartupError(f"parameter {name}: expected {type(default).__name__} like its default "
+                           f"{default!r}, got {given.value!r}") from None
+
+
 def declare(node: Node, **defaults) -> dict:
     """Declare the node's parameters with defaults (types from the defaults) and return their
     values. Any other parameter it was given is refused by name: rclpy would ignore it, and
     a misspelt setting would silently keep its default."""
-    values = {name: node.declare_parameter(name, value).value for name, value in defaults.items()}
+    values = {name: _declare(node, name, value) for name, value in defaults.items()}
     declared = set(node.list_parameters([], 0).names)
     unknown = sorted(set(node._parameter_overrides) - declared)  # what the node was given
     if unknown:
