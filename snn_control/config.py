@@ -66,6 +66,8 @@ class ModelConfig:
     goal_integral_limit_m: float = 0.1  # m s per axis, the integral's bound (no wind-up)
     policy_recurrent: bool = False  # the spiking policy's first layer feeds its spikes back:
     # a state beyond membranes, so it can tell from the arm's recent answers which plant it is on
+    policy_fine_error_m: float = 0.0  # > 0: the spiking policy also sees tanh((goal - effector)
+    # / this) per axis, the last centimetres at full scale (models.networks.policy_input)
     gru_hidden: int = 500  # baseline sizes (Huebotter et al. 2025)
     mlp_hidden: int = 500
 
@@ -273,8 +275,11 @@ def _validate(config: ExperimentConfig, where: str) -> None:
     if not (m.goal_integral_gain >= 0 and m.goal_integral_tau_s > 0 and m.goal_integral_limit_m > 0):
         raise ConfigError(f"{where}.model: goal_integral_gain must be >= 0, goal_integral_tau_s and "
                           f"goal_integral_limit_m > 0")
-    if m.policy_recurrent and m.kind != "snn":
-        raise ConfigError(f"{where}.model.policy_recurrent: for a spiking policy (kind 'snn'), got kind {m.kind!r}")
+    for key in ("policy_recurrent", "policy_fine_error_m"):
+        if getattr(m, key) and m.kind != "snn":
+            raise ConfigError(f"{where}.model.{key}: for a spiking policy (kind 'snn'), got kind {m.kind!r}")
+    if m.policy_fine_error_m < 0:
+        raise ConfigError(f"{where}.model.policy_fine_error_m: must be >= 0 (0: off), got {m.policy_fine_error_m}")
     if m.neuron not in ("alif", "lif"):
         raise ConfigError(f"{where}.model.neuron: expected 'alif' or 'lif', got {m.neuron!r}")
     for key in ("hidden", "layers", "substeps"):

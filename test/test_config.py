@@ -42,6 +42,8 @@ def test_unknown_env_key_is_named(tmp_path):
     ("task: walker\n", r"task: unknown task 'walker'"),
     ("train:\n  teacher_forcing: 2\n", r"teacher_forcing: must lie in \[0, 1\]"),
     ("model:\n  kind: gru\n  policy_recurrent: true\n", r"model.policy_recurrent: for a spiking policy"),
+    ("model:\n  kind: gru\n  policy_fine_error_m: 0.05\n", r"model.policy_fine_error_m: for a spiking policy"),
+    ("model:\n  policy_fine_error_m: -1\n", r"model.policy_fine_error_m: must be >= 0"),
 ])
 def test_wrong_types_and_values(tmp_path, text, match):
     with pytest.raises(C.ConfigError, match=match):

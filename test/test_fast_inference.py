@@ -77,7 +77,8 @@ def test_fast_net_refuses_unequal_layer_sizes():
 @pytest.mark.parametrize("kind,extra", [("snn", {}), ("snn", {"momentum_prior": True, "action_term": True}),
                                         ("snn", {"goal_error": True}), ("gru", {}), ("gru", {"goal_error": True}),
                                         ("snn", {"goal_integral_gain": 2.0, "goal_integral_tau_s": 0.5}),
-                                        ("snn", {"policy_recurrent": True})])
+                                        ("snn", {"policy_recurrent": True}),
+                                        ("snn", {"policy_fine_error_m": 0.05, "goal_integral_gain": 1.0})])
 def test_fast_policy_and_predictor_match_modules(kind, extra):
     cfg = ModelConfig(kind=kind, hidden=48, rank=8, substeps=2, gru_hidden=32, mlp_hidden=32, **extra)
     torch.manual_seed(0)

@@ -150,26 +150,29 @@ def _actions(policy, spec, steps=15, seed=3):
     return torch.stack(out)
 
 
-def test_a_recurrent_policy_goes_on_from_a_feed_forward_one(tiny_run, tmp_path):
+@pytest.mark.parametrize("grown, new_weight", [("model.policy_recurrent=true", "net.layers.0.recurrent.up.weight"),
+                                                ("model.policy_fine_error_m=0.05", "net.layers.0.input.weight")])
+def test_a_larger_policy_goes_on_from_a_smaller_one(tiny_run, tmp_path, grown, new_weight):
+    """A recurrent connection or fine-error inputs added to a trained policy start silent."""
     from snn_control.models.checkpoint import CheckpointError, load_model
 
     _, policy, _, _ = load_model(tiny_run)
-    config = tiny_config([f"train.init_from={tiny_run}", "train.iterations=1", "train.eval_every=0",
-                          "model.policy_recurrent=true"])
-    trainer = Trainer(config, tmp_path / "on")
-    recurrent = trainer.policy.net.layers[0].recurrent
-    assert recurrent is not None and policy.net.layers[0].recurrent is None
-    # the feed-back starts at zero: the policy acts exactly as the one it came from ...
+    trainer = Trainer(tiny_config([f"train.init_from={tiny_run}", "train.iterations=1", "train.eval_every=0",
+                                   grown]), tmp_path / "on")
+    weight = dict(trainer.policy.named_parameters())[new_weight]
+    added = (slice(None), slice(policy.net.input_gain.numel(), None)) if "input" in new_weight else (...,)
+    # what it adds starts silent: the policy acts exactly as the one it came from ...
     assert torch.equal(_actions(trainer.policy, trainer.io_spec), _actions(policy, trainer.io_spec))
-    # ... and the setting acts once that connection has weights
+    # ... and the setting acts once those weights are not zero
+    saved = weight.detach().clone()
     with torch.no_grad():
-        recurrent.up.weight.normal_(0.0, 1.0)
+        weight[added] = torch.randn_like(weight[added])
     assert not torch.allclose(_actions(trainer.policy, trainer.io_spec), _actions(policy, trainer.io_spec))
     with torch.no_grad():
-        recurrent.up.weight.zero_()
+        weight.copy_(saved)
     trainer.fit(progress=False)
-    assert recurrent.up.weight.abs().sum() > 0  # it trains
-    # going back (a recurrent policy into a feed-forward config) does not fit
+    assert weight[added].abs().sum() > 0  # it trains
+    # going back (into the smaller policy's config) does not fit
     with pytest.raises(CheckpointError, match="do not fit this config"):
         Trainer(tiny_config([f"train.init_from={tmp_path / 'on'}"]), tmp_path / "back")
 

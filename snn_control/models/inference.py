@@ -93,13 +93,15 @@ class FastPredictor:
 class CompiledPolicyStep:
     """A spiking policy on its compiled path: ``compiled`` (a FastSpikingNet, or a TD3
     actor's FastSpikingActor) keeps the state, ``run`` maps the policy input to the action.
-    ``float64``: the input is formed in float64 (the TD3 actor's path was checked that way)."""
+    ``float64``: the input is formed in float64 (the TD3 actor's path was checked that way).
+    ``goal_error`` and ``fine_error``: as :func:`~.networks.policy_input` takes them."""
 
-    def __init__(self, compiled, run, goal_error: tuple[int, int] | None, float64: bool = False) -> None:
+    def __init__(self, compiled, run, goal_error: tuple[int, int] | None, float64: bool = False,
+                 fine_error: tuple[tuple[int, int], float] | None = None) -> None:
         from .networks import policy_input
 
         self.compiled, self._run, self._input = compiled, run, policy_input
-        self._goal_error, self._float64 = goal_error, float64
+        self._goal_error, self._fine_error, self._float64 = goal_error, fine_error, float64
 
     def reset(self) -> None:
         self.compiled.reset()
@@ -107,7 +109,7 @@ class CompiledPolicyStep:
     def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
         if self._float64:
             obs, goal = np.asarray(obs, np.float64), np.asarray(goal, np.float64)
-        return self._run(self._input(obs, goal, self._goal_error))
+        return self._run(self._input(obs, goal, self._goal_error, self._fine_error))
 
     def firing_rates_hz(self) -> np.ndarray:
         return self.compiled.firing_rates_hz()

@@ -156,13 +156,20 @@ class SpikingPredictor(ForwardModel):
         self.net.calibrate_input_gain(features)
 
 
-def policy_input(obs, goal, goal_error: tuple[int, int] | None):
+def policy_input(obs, goal, goal_error: tuple[int, int] | None,
+                 fine_error: tuple[tuple[int, int], float] | None = None):
     """A policy's input ``[obs, goal]``, or ``[obs, goal - obs[effector]]`` when
-    ``goal_error`` is the effector's slice ``(start, stop)`` in the observation. Works on
-    torch tensors and numpy arrays alike (the controller's fast path uses it too)."""
-    if goal_error is not None:
-        goal = goal - obs[..., goal_error[0]:goal_error[1]]
-    return (torch.cat if isinstance(obs, torch.Tensor) else np.concatenate)([obs, goal], -1)
+    ``goal_error`` is the effector's slice ``(start, stop)`` in the observation. With
+    ``fine_error`` ``((start, stop), scale_m)`` it also holds ``tanh((goal - effector) /
+    scale_m)`` per axis: the last centimetres at full scale, where the goal and the effector
+    (each ~0.5 m) differ by a few per cent. Works on torch tensors and numpy arrays alike (the
+    controller's fast path uses it too)."""
+    torch_in = isinstance(obs, torch.Tensor)
+    parts = [obs, goal - obs[..., goal_error[0]:goal_error[1]] if goal_error is not None else goal]
+    if fine_error is not None:
+        (start, stop), scale = fine_error
+        parts.append((torch.tanh if torch_in else np.tanh)((goal - obs[..., start:stop]) / scale))
+    return (torch.cat if torch_in else np.concatenate)(parts, -1)
 
 
 @dataclass(frozen=True)
@@ -191,33 +198,44 @@ class GoalIntegral:
 
 class SpikingPolicy(nn.Module):
     """(obs, goal) -> spiking layers -> tanh of the readout potential. Feed-forward, or with
-    ``recurrent`` the first layer feeds its spikes back. With a :class:`GoalIntegral` the
-    state carries the integral beside the network's."""
+    ``recurrent`` the first layer feeds its spikes back; ``fine_error``: see
+    :func:`policy_input`. With a :class:`GoalIntegral` the state carries the integral beside
+    the network's."""
 
     def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, net_kwargs: dict[str, Any], layers: int,
                  goal_error: tuple[int, int] | None = None, goal_integral: GoalIntegral | None = None,
-                 recurrent: bool = False) -> None:
+                 recurrent: bool = False, fine_error: tuple[tuple[int, int], float] | None = None) -> None:
         super().__init__()
         self.goal_error = goal_error
         self.goal_integral = goal_integral
-        self.net = SpikingNet(obs_dim + goal_dim, act_dim, recurrent=[recurrent] + [False] * (layers - 1),
-                              **net_kwargs)
+        self.fine_error = fine_error
+        inputs = obs_dim + goal_dim * (2 if fine_error is not None else 1)
+        self.net = SpikingNet(inputs, act_dim, recurrent=[recurrent] + [False] * (layers - 1), **net_kwargs)
 
-    def load_without_recurrence(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Weights of the same policy without its recurrent connection (a feed-forward one to
-        go on from): that connection starts at zero, so this policy first acts as that one did."""
-        recurrent = self.net.layers[0].recurrent
-        if recurrent is None:
-            raise ValueError("load_without_recurrence: this policy has no recurrent connection")
-        result = self.load_state_dict(state_dict, strict=False)
-        stray = [k for k in result.missing_keys if not k.startswith("net.layers.0.recurrent.")]
-        if stray or result.unexpected_keys:
-            raise RuntimeError(f"missing keys {stray}, unexpected keys {result.unexpected_keys}")
-        with torch.no_grad():
-            out = recurrent.up if hasattr(recurrent, "up") else recurrent  # low-rank: its W2
-            out.weight.zero_()
-            if out.bias is not None:
-                out.bias.zero_()
+    @torch.no_grad()
+    def load_grown(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Weights of a smaller policy of this kind to go on from, one without this one's
+        recurrent connection or fine-error inputs: what it lacks starts silent (the recurrent
+        connection's output weights and the new inputs' weights at zero, their gains at one),
+        so this policy first acts exactly as that one did."""
+        own = self.state_dict()
+        unexpected = sorted(set(state_dict) - set(own))
+        if unexpected:
+            raise RuntimeError(f"unexpected keys {unexpected}")
+        for name, mine in own.items():
+            theirs = state_dict.get(name)
+            if theirs is None:
+                if not name.startswith("net.layers.0.recurrent."):
+                    raise RuntimeError(f"missing key {name}")
+                if not name.endswith(".down.weight"):  # a low-rank W1 keeps its init: with W2 at 0 it still learns
+                    mine.zero_()
+            elif theirs.shape == mine.shape:
+                mine.copy_(theirs)
+            elif theirs.shape[:-1] == mine.shape[:-1] and theirs.shape[-1] < mine.shape[-1]:  # more inputs
+                mine.fill_(1.0 if name == "net.input_gain" else 0.0)
+                mine[..., :theirs.shape[-1]] = theirs
+            else:
+                raise RuntimeError(f"{name}: shape {tuple(theirs.shape)} does not fit {tuple(mine.shape)}")
 
     def initial_state(self, batch: int, like: torch.Tensor):
         state = self.net.initial_state(batch, like)
@@ -227,7 +245,7 @@ class SpikingPolicy(nn.Module):
         if self.goal_integral is not None:
             state, integral = state
             goal, integral = self.goal_integral.shifted(obs, goal, integral)
-        potential, state = self.net.step(policy_input(obs, goal, self.goal_error), state)
+        potential, state = self.net.step(policy_input(obs, goal, self.goal_error, self.fine_error), state)
         if self.goal_integral is not None:
             state = (state, integral)
         return torch.tanh(potential), potential, state
@@ -237,12 +255,12 @@ class SpikingPolicy(nn.Module):
         from .inference import CompiledPolicyStep
 
         net = FastSpikingNet(self.net)
-        return CompiledPolicyStep(net, lambda x: np.tanh(net.step(x)), self.goal_error)
+        return CompiledPolicyStep(net, lambda x: np.tanh(net.step(x)), self.goal_error, fine_error=self.fine_error)
 
     def calibrate(self, episodes_obs: np.ndarray, goals: np.ndarray) -> None:
         """Input gains from observations ``(N, T+1, O)`` and goals ``(N, G)``."""
         goals = np.broadcast_to(goals[:, None, :], (*episodes_obs.shape[:2], goals.shape[-1]))
-        self.net.calibrate_input_gain(policy_input(episodes_obs, goals, self.goal_error))
+        self.net.calibrate_input_gain(policy_input(episodes_obs, goals, self.goal_error, self.fine_error))
 
 
 class GRUPredictor(ForwardModel):
@@ -312,9 +330,10 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
     effector's slice of the observation when ``model_cfg.goal_error``."""
     if model_cfg.kinematic_prior and kinematics is None:
         raise ValueError("model.kinematic_prior needs the task's kinematic layout")
-    if (model_cfg.goal_error or model_cfg.goal_integral_gain) and (effector is None or effector[1] - effector[0] != goal_dim):
-        raise ValueError(f"model.goal_error needs the effector's slice of the observation (as does "
-                         f"model.goal_integral_gain), "
+    if (model_cfg.goal_error or model_cfg.goal_integral_gain or model_cfg.policy_fine_error_m) and (
+            effector is None or effector[1] - effector[0] != goal_dim):
+        raise ValueError(f"model.goal_error needs the effector's slice of the observation (as do "
+                         f"model.goal_integral_gain and model.policy_fine_error_m), "
                          f"{goal_dim} entries like the goal; got {effector}")
     kinematics = kinematics if model_cfg.kinematic_prior else None
     goal_error = tuple(effector) if model_cfg.goal_error else None
@@ -347,5 +366,6 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
                          model_cfg.action_term, kinematics),
         SpikingPolicy(obs_dim, goal_dim, act_dim,
                       kwargs(readout_learn_tau=model_cfg.learn_tau and model_cfg.policy_readout_learn_tau),
-                      model_cfg.layers, goal_error, integral, model_cfg.policy_recurrent),
+                      model_cfg.layers, goal_error, integral, model_cfg.policy_recurrent,
+                      (tuple(effector), model_cfg.policy_fine_error_m) if model_cfg.policy_fine_error_m else None),
     )

@@ -208,8 +208,10 @@ class Trainer:
                                   "predictive training needs a forward model to go on from")
         try:
             self.predictor.load_state_dict(predictor.state_dict())
-            if self.config.model.policy_recurrent and not config.model.policy_recurrent:
-                self.policy.load_without_recurrence(policy.state_dict())
+            mine, theirs = self.config.model, config.model
+            if (mine.policy_recurrent and not theirs.policy_recurrent) or (
+                    mine.policy_fine_error_m and not theirs.policy_fine_error_m):
+                self.policy.load_grown(policy.state_dict())
             else:
                 self.policy.load_state_dict(policy.state_dict())
         except RuntimeError as exc:  # other sizes or kinds than this config's networks
