@@ -156,3 +156,11 @@ def test_robustness_suite_is_for_the_panda():
 
     with pytest.raises(EnvError, match="Panda only"):
         robustness("models/reacher_snn", 2)
+
+
+def test_plant_identification_study_reports_a_steady_error_per_joint():
+    from studies.plant_identification import velocity_bias
+
+    row = velocity_bias("models/panda_snn", "payload_1kg", 2)
+    assert row["plant"] == "payload_1kg" and len(row["bias_per_joint"]) == 6
+    assert np.isfinite(row["bias_per_joint"]).all() and 0 < row["bias_rms"] <= row["error_rms"]
