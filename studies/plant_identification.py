@@ -45,7 +45,7 @@ def velocity_bias(model_dir: str, plant: str, episodes: int) -> dict[str, object
         predicted, state = predictor.step(obs[k], actions[k], state)
         errors.append(((obs[k + 1] - predicted) / predictor.loss_scale)[:, velocity])
     late = torch.stack(errors)[len(errors) // 2:]
-    bias = late.mean((0, 1)).numpy()
+    bias = late.mean((0, 1)).double().numpy()
     return {"model": model_dir, "plant": plant, "bias_per_joint": np.round(bias, 3).tolist(),
             "bias_rms": round(float(np.sqrt((bias**2).mean())), 3),
             "error_rms": round(float(late.pow(2).mean().sqrt()), 3)}
