@@ -79,9 +79,7 @@ def networks_for(config, spec) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Untrained predictor and policy for ``config`` on a task of I/O ``spec``, with the
     task's kinematic layout when the config asks for the kinematic prior."""
     layout = kinematic_layout(config.task, config.env) if config.model.kinematic_prior else None
-    m = config.model
-    effector = tuple(spec.effector) if (m.goal_error or m.goal_integral_gain or m.policy_fine_error_m) else None
-    return build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim, layout, effector,
+    return build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim, layout, tuple(spec.effector),
                           spec.control_period_s)
 
 

@@ -327,7 +327,8 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
                    control_period_s: float | None = None) -> tuple[nn.Module, nn.Module]:
     """Predictor and policy from one :class:`~snn_control.config.ModelConfig`; ``kinematics``
     (the task's layout, :mod:`.kinematics`) when ``model_cfg.kinematic_prior``, and the
-    effector's slice of the observation when ``model_cfg.goal_error``."""
+    effector's slice of the observation when the policy's options use it (``goal_error``,
+    ``goal_integral_gain``, ``policy_fine_error_m``)."""
     if model_cfg.kinematic_prior and kinematics is None:
         raise ValueError("model.kinematic_prior needs the task's kinematic layout")
     if (model_cfg.goal_error or model_cfg.goal_integral_gain or model_cfg.policy_fine_error_m) and (
