@@ -64,6 +64,8 @@ class ModelConfig:
     # by this x the leaky integral of the effector's error (models.networks.GoalIntegral)
     goal_integral_tau_s: float = 1.0  # s, the integral's leak
     goal_integral_limit_m: float = 0.1  # m s per axis, the integral's bound (no wind-up)
+    goal_integral_radius_m: float = 0.0  # > 0: the error adds to the integral only while the
+    # effector is within this distance of the goal (it still leaks): a long reach winds nothing up
     policy_recurrent: bool = False  # the spiking policy's first layer feeds its spikes back:
     # a state beyond membranes, so it can tell from the arm's recent answers which plant it is on
     policy_fine_error_m: float = 0.0  # > 0: the spiking policy also sees tanh((goal - effector)
@@ -109,6 +111,10 @@ class TrainConfig:
     # right torque there is zero. Damps the hover, costs precision (docs/training.md item 18)
     hold_fluctuation: float = 0.0  # weight of the variance over time of those actions: the
     # policy may hold a steady torque at rest (an uncompensated load needs one), but not waver
+    settle: float = 0.0  # weight of the imagined effector's path (m per step) while within
+    # settle_radius_m of its goal: the hover the eval measures as the path in the last second,
+    # penalised in the closed loop where it happens; reaching the goal from farther costs nothing
+    settle_radius_m: float = 0.02
     activity_bounds: float = 0.0  # weight of the firing-rate penalty below ...
     activity_min_hz: float = 1.0  # ... this rate per neuron (dead neurons) or above ...
     activity_max_hz: float = 100.0  # ... this rate per neuron; in units of 100 Hz squared
@@ -272,12 +278,16 @@ def _validate(config: ExperimentConfig, where: str) -> None:
         raise ConfigError(f"{where}.rl.updates_per_step: must be > 0 (fractions carry over), got {r.updates_per_step}")
     if m.kind not in ("snn", "gru"):
         raise ConfigError(f"{where}.model.kind: expected 'snn' or 'gru', got {m.kind!r}")
-    if not (m.goal_integral_gain >= 0 and m.goal_integral_tau_s > 0 and m.goal_integral_limit_m > 0):
-        raise ConfigError(f"{where}.model: goal_integral_gain must be >= 0, goal_integral_tau_s and "
-                          f"goal_integral_limit_m > 0")
+    if not (m.goal_integral_gain >= 0 and m.goal_integral_tau_s > 0 and m.goal_integral_limit_m > 0
+            and m.goal_integral_radius_m >= 0):
+        raise ConfigError(f"{where}.model: goal_integral_gain and goal_integral_radius_m must be >= 0, "
+                          f"goal_integral_tau_s and goal_integral_limit_m > 0")
     for key in ("policy_recurrent", "policy_fine_error_m"):
         if getattr(m, key) and m.kind != "snn":
             raise ConfigError(f"{where}.model.{key}: for a spiking policy (kind 'snn'), got kind {m.kind!r}")
+    if not (t.settle >= 0 and t.settle_radius_m > 0):
+        raise ConfigError(f"{where}.train: settle must be >= 0 (0: off) and settle_radius_m > 0, "
+                          f"got {t.settle} and {t.settle_radius_m}")
     if m.policy_fine_error_m < 0:
         raise ConfigError(f"{where}.model.policy_fine_error_m: must be >= 0 (0: off), got {m.policy_fine_error_m}")
     if m.neuron not in ("alif", "lif"):

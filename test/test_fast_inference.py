@@ -78,7 +78,8 @@ def test_fast_net_refuses_unequal_layer_sizes():
                                         ("snn", {"goal_error": True}), ("gru", {}), ("gru", {"goal_error": True}),
                                         ("snn", {"goal_integral_gain": 2.0, "goal_integral_tau_s": 0.5}),
                                         ("snn", {"policy_recurrent": True}),
-                                        ("snn", {"policy_fine_error_m": 0.05, "goal_integral_gain": 1.0})])
+                                        ("snn", {"policy_fine_error_m": 0.05, "goal_integral_gain": 1.0}),
+                                        ("snn", {"goal_integral_gain": 1.0, "goal_integral_radius_m": 0.05})])
 def test_fast_policy_and_predictor_match_modules(kind, extra):
     cfg = ModelConfig(kind=kind, hidden=48, rank=8, substeps=2, gru_hidden=32, mlp_hidden=32, **extra)
     torch.manual_seed(0)
@@ -120,3 +121,18 @@ def test_goal_integral_moves_the_goal_by_the_integrated_error_within_its_bound()
     np.testing.assert_allclose(seen[-1], [[0.02, 0.0, -0.02]])  # held at gain x limit: no wind-up
     torch_shifted, _ = rule.shifted(torch.zeros(1, 3), torch.tensor(goal), None)
     np.testing.assert_allclose(torch_shifted.numpy() - goal, seen[0])
+
+
+def test_goal_integral_with_a_radius_integrates_only_near_the_goal():
+    from snn_control.models.networks import GoalIntegral
+
+    rule = GoalIntegral(gain=1.0, tau_s=1.0, limit_m=0.1, period_s=0.02, effector=(0, 3), radius_m=0.05)
+    obs = np.zeros((2, 3))
+    goal = np.array([[0.1, 0.0, 0.0], [0.03, 0.0, 0.0]])  # 10 cm away: outside; 3 cm: inside
+    shifted, integral = rule.shifted(obs, goal, None)
+    np.testing.assert_allclose(integral, [[0.0, 0.0, 0.0], [0.03 * 0.02, 0.0, 0.0]])
+    np.testing.assert_allclose(shifted, goal + integral)
+    shifted, integral = rule.shifted(obs, goal, np.array([[0.01, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert 0 < integral[0, 0] < 0.01  # outside, what was integrated only leaks
+    torch_shifted, torch_integral = rule.shifted(torch.zeros(2, 3), torch.tensor(goal), None)
+    np.testing.assert_allclose(torch_integral.numpy(), [[0.0, 0.0, 0.0], [0.03 * 0.02, 0.0, 0.0]])

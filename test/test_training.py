@@ -112,6 +112,28 @@ def test_hold_still_penalty_quiets_the_policy_at_rest(tiny_run, tmp_path, key, w
         trainer.policy_update()
 
 
+def test_settle_penalises_the_imagined_path_near_the_goal_only():
+    """``train.settle`` adds weight x the effector's path per imagined step while within
+    ``settle_radius_m`` of the goal; farther away, or at weight 0, nothing."""
+    from snn_control.config import TrainConfig
+    from snn_control.predictive.updates import imagined_distance
+
+    obs = torch.zeros(3, 2, 8)  # (L+1, B, O): hand at 0:2
+    goals = torch.tensor([[0.0, 0.0], [1.0, 1.0]])  # the first at the hand, the second 1.4 m away
+    policy = ScriptedPolicy(bias=1.0, swing=0.0)
+    plant = _KnownPlant(8)  # moves the hand 0.05 x action per step on each axis
+
+    def penalty(**settings):
+        t = TrainConfig(warmup=1, unroll=2, readout_penalty=0.0, **settings)
+        return float(imagined_distance(policy, plant, obs, torch.zeros(2, 2, 2), goals, t, slice(0, 2))[1])
+
+    assert penalty() == 0.0
+    step = 0.05 * 2**0.5  # the first hand ends its steps 7.1 and 14.1 cm from its goal
+    assert penalty(settle=2.0, settle_radius_m=0.2) == pytest.approx(2.0 * (step + step) / 2)
+    assert penalty(settle=2.0, settle_radius_m=0.1) == pytest.approx(2.0 * step / 2)  # 2nd step 14 cm off
+    assert penalty(settle=2.0, settle_radius_m=0.01) == 0.0
+
+
 def test_training_goes_on_from_a_trained_model(tiny_run, tmp_path):
     from snn_control.models.checkpoint import CheckpointError, load_model
 

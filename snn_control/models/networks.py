@@ -177,21 +177,28 @@ class GoalIntegral:
     """Integral action for a reach policy: it is shown the goal moved by ``gain`` x the leaky
     integral (time constant ``tau_s``, each axis within +-``limit_m``) of the effector's
     error, so a steady error that a steady load causes keeps moving the goal it aims at until
-    the effector is where it should be. ``effector``: the effector's slice in the observation."""
+    the effector is where it should be. ``effector``: the effector's slice in the observation.
+    With ``radius_m`` > 0 the error adds to the integral only within that distance of the goal
+    (conditional integration): the large errors of a long reach do not wind it up."""
 
     gain: float  # 1/s: goal shift per metre-second of error
     tau_s: float
     limit_m: float
     period_s: float  # the control period the integral advances by each step
     effector: tuple[int, int]
+    radius_m: float = 0.0
 
     def shifted(self, obs, goal, integral):
         """``(goal the policy sees, new integral)``; ``integral`` None at an episode's start.
         Works on torch tensors and numpy arrays alike (the controller's fast path uses it too)."""
         error = goal - obs[..., self.effector[0]:self.effector[1]]
+        torch_in = isinstance(error, torch.Tensor)
+        if self.radius_m:
+            near = (error**2).sum(-1, keepdims=True) < self.radius_m**2
+            error = error * (near.to(error.dtype) if torch_in else near)
         decay = math.exp(-self.period_s / self.tau_s)
         integral = error * self.period_s if integral is None else decay * integral + error * self.period_s
-        integral = integral.clamp(-self.limit_m, self.limit_m) if isinstance(integral, torch.Tensor) \
+        integral = integral.clamp(-self.limit_m, self.limit_m) if torch_in \
             else np.clip(integral, -self.limit_m, self.limit_m)
         return goal + self.gain * integral, integral
 
@@ -343,7 +350,8 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
         if model_cfg.kind != "snn" or control_period_s is None:
             raise ValueError("model.goal_integral_gain: for a spiking policy, with the control period given")
         integral = GoalIntegral(model_cfg.goal_integral_gain, model_cfg.goal_integral_tau_s,
-                                model_cfg.goal_integral_limit_m, control_period_s, tuple(effector))
+                                model_cfg.goal_integral_limit_m, control_period_s, tuple(effector),
+                                model_cfg.goal_integral_radius_m)
     if model_cfg.kind == "gru":
         return (
             GRUPredictor(obs_dim, act_dim, model_cfg.gru_hidden, model_cfg.momentum_prior,

@@ -108,8 +108,13 @@ def imagined_distance(policy, predictor, obs, actions, goals, t: TrainConfig, ef
     previous = None
     for _ in range(t.unroll):
         action, potential, pol_state = policy.step(imagined, goals, pol_state)
+        before = imagined[:, effector]
         imagined, pred_state = predictor.step(imagined, action, pred_state)
         squared = ((imagined[:, effector] - goals) ** 2).sum(-1)
+        if t.settle:  # the path of a hover at the goal; the mask has no gradient
+            near = (squared.detach() < t.settle_radius_m**2).to(squared.dtype)
+            moved = (((imagined[:, effector] - before) ** 2).sum(-1) + 1e-12).sqrt()
+            penalty = penalty + t.settle * (near * moved).mean()
         if t.distance_loss == "euclidean":  # epsilon keeps the gradient finite at 0
             distance = distance + (squared + 1e-6).sqrt().mean()
         else:
