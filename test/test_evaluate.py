@@ -164,3 +164,13 @@ def test_plant_identification_study_reports_a_steady_error_per_joint():
     row = velocity_bias("models/panda_snn", "payload_1kg", 2)
     assert row["plant"] == "payload_1kg" and len(row["bias_per_joint"]) == 6
     assert np.isfinite(row["bias_per_joint"]).all() and 0 < row["bias_rms"] <= row["error_rms"]
+
+
+def test_suite_misses_study_lists_each_goal_it_misses():
+    from studies.suite_misses import misses
+
+    out = misses("models/panda_snn", "link_masses_plus_20pct", 2, radius=0.0)  # every goal a miss
+    assert out["misses"] == 2 and len(out["rows"]) == 2
+    row = out["rows"][0]
+    assert row["closest_m"] <= row["start_m"] and len(row["saturated_last_1s"]) == 6
+    assert out["rows"][0]["each_second_m"][-1] >= out["rows"][1]["each_second_m"][-1]  # worst first
