@@ -136,3 +136,6 @@ def test_goal_integral_with_a_radius_integrates_only_near_the_goal():
     assert 0 < integral[0, 0] < 0.01  # outside, what was integrated only leaks
     torch_shifted, torch_integral = rule.shifted(torch.zeros(2, 3), torch.tensor(goal), None)
     np.testing.assert_allclose(torch_integral.numpy(), [[0.0, 0.0, 0.0], [0.03 * 0.02, 0.0, 0.0]])
+    cfg = ModelConfig(hidden=16, rank=4, goal_integral_gain=1.0, goal_integral_radius_m=0.05)
+    _, policy = build_networks(cfg, 9, 6, 3, effector=(6, 9), control_period_s=0.02)
+    assert policy.goal_integral.radius_m == 0.05  # the config's setting reaches the rule

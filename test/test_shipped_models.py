@@ -26,8 +26,10 @@ def test_shipped_model_and_its_eval_json(name):
     # integral action, which has no weights, was added after its training (docs/training.md)
     model = config.model
     if name == "panda_snn":
-        assert (model.goal_integral_gain, model.goal_integral_tau_s, model.goal_integral_limit_m) == (1.0, 1.0, 0.1)
-        model = dataclasses.replace(model, goal_integral_gain=0.0, goal_integral_tau_s=1.0, goal_integral_limit_m=0.1)
+        integral = (model.goal_integral_gain, model.goal_integral_tau_s, model.goal_integral_limit_m,
+                    model.goal_integral_radius_m)
+        assert integral == (2.0, 1.0, 0.1, 0.1)
+        model = dataclasses.replace(model, goal_integral_gain=0.0, goal_integral_radius_m=0.0)
     assert model == shipped_config.model and config.env == shipped_config.env
     assert config.train.iterations == shipped_config.train.iterations
     assert config.train.init_from == shipped_config.train.init_from  # a fine-tune names where it started
