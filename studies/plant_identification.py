@@ -12,17 +12,13 @@ error under a load; one that learned the average arm shows the load as a bias. P
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 import numpy as np
 import torch
 
-from snn_control.envs import make_batch, nominal_plant
 from snn_control.models.checkpoint import load_model
-from snn_control.training.collect import rollout
-from snn_control.training.evaluate import heldout_tasks
-from snn_control.training.robustness import PLANTS, SUITE_BASE
+from snn_control.training.robustness import plant_rollout
 
 
 @torch.no_grad()
@@ -31,13 +27,7 @@ def velocity_bias(model_dir: str, plant: str, episodes: int) -> dict[str, object
     if predictor is None:
         raise SystemExit(f"{model_dir}: no forward model (a TD3 model)")
     velocity = [i for i, name in enumerate(spec.obs_names) if name.startswith("dq")]
-    env = make_batch("panda", episodes, dataclasses.replace(nominal_plant(config.env), **SUITE_BASE,
-                                                            **PLANTS[plant]))
-    try:
-        starts, goals = heldout_tasks(env, episodes, 0)
-        rolled = rollout(env, policy, starts, goals)
-    finally:
-        env.close()
+    rolled, _ = plant_rollout(policy, config, plant, episodes)
     obs = torch.as_tensor(rolled.obs).transpose(0, 1)
     actions = torch.as_tensor(rolled.actions).transpose(0, 1)
     state, errors = predictor.initial_state(episodes, obs[0]), []

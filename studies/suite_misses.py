@@ -13,28 +13,18 @@ ran out of time; one neither is a steady error. Prints JSON.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 import numpy as np
 import torch
 
-from snn_control.envs import make_batch, nominal_plant
 from snn_control.models.checkpoint import load_model
-from snn_control.training.collect import rollout
-from snn_control.training.evaluate import heldout_tasks
-from snn_control.training.robustness import PLANTS, SUITE_BASE
+from snn_control.training.robustness import PLANTS, plant_rollout
 
 
 def misses(model_dir: str, plant: str, episodes: int, radius: float = 0.05) -> dict[str, object]:
     _, policy, spec, config = load_model(model_dir)
-    env = make_batch("panda", episodes, dataclasses.replace(nominal_plant(config.env), **SUITE_BASE,
-                                                            **PLANTS[plant]))
-    try:
-        starts, goals = heldout_tasks(env, episodes, 0)
-        rolled = rollout(env, policy, starts, goals)
-    finally:
-        env.close()
+    rolled, goals = plant_rollout(policy, config, plant, episodes)
     eff = slice(*spec.effector)
     distance = np.linalg.norm(rolled.obs[:, :, eff] - goals[:, None], axis=-1)
     per_second = round(1.0 / config.env.control_period)

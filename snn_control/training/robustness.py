@@ -42,6 +42,19 @@ def _summary(per_plant: dict[str, dict[str, float]]) -> dict[str, Any]:
     return out
 
 
+def plant_rollout(policy, config, plant: str, episodes: int, seed: int = 0):
+    """``(episodes, goals)``: ``policy`` (of a model trained by ``config``) reaching the first
+    ``episodes`` held-out goals on the suite's plant named ``plant`` (for studies of one plant)."""
+    from .evaluate import heldout_tasks
+
+    env = make_batch("panda", episodes, dataclasses.replace(nominal_plant(config.env), **SUITE_BASE, **PLANTS[plant]))
+    try:
+        starts, goals = heldout_tasks(env, episodes, seed)
+        return rollout(env, policy, starts, goals), goals
+    finally:
+        env.close()
+
+
 def robustness(model_dir: str | Path, episodes: int, seed: int = 0) -> dict[str, Any]:
     """The eval JSON's ``robustness`` object for a Panda model directory: per plant the
     five figures of :data:`KEYS`, their ``mean`` and the ``worst`` plant (lowest success
