@@ -363,3 +363,31 @@ def test_loop_stats_keep_the_last_window_in_order():
         s.record(sum(range(1, k + 1)) * 1e-3, 1e-4)
     np.testing.assert_allclose(s.periods, np.arange(15, 25) * 1e-3)
     assert len(s.computes) == 10 and s.summary()["ticks"] == 25
+
+
+def test_simulator_skips_a_refused_joint_state_and_stops_when_refusals_go_on():
+    """DDS now and then refuses a publish ("cannot publish data"): panda_sim skips that joint
+    state, as a lost packet, and stops physics only after MAX_PUBLISH_FAILURES in a row."""
+    from types import SimpleNamespace
+
+    from snn_control.nodes import panda_sim
+
+    refuse = [True] * 3 + [False] + [True] * panda_sim.MAX_PUBLISH_FAILURES
+    warnings = []
+
+    def publish():
+        if refuse.pop(0):
+            raise panda_sim.RCLError("cannot publish data")
+
+    sim = SimpleNamespace(_publish=publish, publish_failures=0,
+                          get_logger=lambda: SimpleNamespace(warning=lambda m, **kw: warnings.append(m)))
+    step = panda_sim.PandaSimNode._publish_or_skip
+    for _ in range(3):
+        step(sim)
+    assert sim.publish_failures == 3 and len(warnings) == 3
+    step(sim)  # one goes through: the count starts again
+    assert sim.publish_failures == 0
+    for _ in range(panda_sim.MAX_PUBLISH_FAILURES - 1):
+        step(sim)
+    with pytest.raises(panda_sim.RCLError):
+        step(sim)

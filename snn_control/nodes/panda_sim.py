@@ -34,6 +34,9 @@ from std_srvs.srv import Trigger
 from ..envs.panda import ACTUATED, JOINT_NAMES, NEUTRAL, TORQUE_LIMIT, PandaBatch, PandaConfig, urdf_for_rviz
 from .common import StartupError, declare, run_node
 
+RCLError = rclpy.impl.implementation_singleton.rclpy_implementation.RCLError
+MAX_PUBLISH_FAILURES = 25  # in a row: 0.1 s of joint states at 250 Hz
+
 FINGERS = ("panda_finger_joint1", "panda_finger_joint2")
 
 
@@ -41,6 +44,7 @@ class PandaSimNode(Node):
     def __init__(self) -> None:
         super().__init__("panda_sim")
         self.fatal_error: str | None = None
+        self.publish_failures = 0  # joint states DDS refused in a row (see _publish)
         p = declare(
             self, physics_dt=0.001, publish_rate_hz=250.0, real_time_factor=1.0,
             command_timeout_s=0.1, gui=False, joint_names=list(JOINT_NAMES[:ACTUATED]),
@@ -195,7 +199,7 @@ class PandaSimNode(Node):
                 else:
                     self.env.advance(command[None], 1)
                 self.sim_time += dt
-            self._publish()
+            self._publish_or_skip()
             if factor > 0:
                 next_wake += period / factor
                 delay = next_wake - time.monotonic()
@@ -203,6 +207,22 @@ class PandaSimNode(Node):
                     time.sleep(delay)
                 elif delay < -0.1:  # far behind (a stall): do not try to catch up in a burst
                     next_wake = time.monotonic()
+
+    def _publish_or_skip(self) -> None:
+        """A joint state DDS refuses to send now and then (\"cannot publish data\", seen as the
+        graph starts up) is skipped, as a lost packet would be: the controller's watchdog
+        stops on stale states after its timeout. Physics stops only when publishing keeps
+        failing for ``MAX_PUBLISH_FAILURES`` messages in a row."""
+        try:
+            self._publish()
+        except RCLError as exc:
+            self.publish_failures += 1
+            if self.publish_failures >= MAX_PUBLISH_FAILURES:
+                raise
+            self.get_logger().warning(f"joint state not published ({exc}); skipped",
+                                      throttle_duration_sec=1.0)
+        else:
+            self.publish_failures = 0
 
     def _publish(self) -> None:
         if self.clock_pub is not None:
