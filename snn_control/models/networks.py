@@ -192,13 +192,11 @@ class GoalIntegral:
         """``(goal the policy sees, new integral)``; ``integral`` None at an episode's start.
         Works on torch tensors and numpy arrays alike (the controller's fast path uses it too)."""
         error = goal - obs[..., self.effector[0]:self.effector[1]]
-        torch_in = isinstance(error, torch.Tensor)
-        if self.radius_m:
-            near = (error**2).sum(-1, keepdims=True) < self.radius_m**2
-            error = error * (near.to(error.dtype) if torch_in else near)
+        if self.radius_m:  # a boolean mask multiplies as 0/1 in torch and numpy alike
+            error = error * ((error**2).sum(-1, keepdims=True) < self.radius_m**2)
         decay = math.exp(-self.period_s / self.tau_s)
         integral = error * self.period_s if integral is None else decay * integral + error * self.period_s
-        integral = integral.clamp(-self.limit_m, self.limit_m) if torch_in \
+        integral = integral.clamp(-self.limit_m, self.limit_m) if isinstance(integral, torch.Tensor) \
             else np.clip(integral, -self.limit_m, self.limit_m)
         return goal + self.gain * integral, integral
 

@@ -44,7 +44,7 @@ class PandaSimNode(Node):
     def __init__(self) -> None:
         super().__init__("panda_sim")
         self.fatal_error: str | None = None
-        self.publish_failures = 0  # joint states DDS refused in a row (see _publish)
+        self.publish_failures = 0  # joint states DDS refused in a row (_publish_or_skip)
         p = declare(
             self, physics_dt=0.001, publish_rate_hz=250.0, real_time_factor=1.0,
             command_timeout_s=0.1, gui=False, joint_names=list(JOINT_NAMES[:ACTUATED]),

@@ -42,12 +42,17 @@ def _summary(per_plant: dict[str, dict[str, float]]) -> dict[str, Any]:
     return out
 
 
+def plant_env(env_config, plant: str, episodes: int):
+    """``episodes`` copies of the suite's plant named ``plant``, from a model's env config."""
+    return make_batch("panda", episodes, dataclasses.replace(nominal_plant(env_config), **SUITE_BASE, **PLANTS[plant]))
+
+
 def plant_rollout(policy, config, plant: str, episodes: int, seed: int = 0):
     """``(episodes, goals)``: ``policy`` (of a model trained by ``config``) reaching the first
     ``episodes`` held-out goals on the suite's plant named ``plant`` (for studies of one plant)."""
     from .evaluate import heldout_tasks
 
-    env = make_batch("panda", episodes, dataclasses.replace(nominal_plant(config.env), **SUITE_BASE, **PLANTS[plant]))
+    env = plant_env(config.env, plant, episodes)
     try:
         starts, goals = heldout_tasks(env, episodes, seed)
         return rollout(env, policy, starts, goals), goals
@@ -65,8 +70,8 @@ def robustness(model_dir: str | Path, episodes: int, seed: int = 0) -> dict[str,
     if spec.task != "panda":
         raise EnvError(f"--suite robustness: plants of the Panda only, {model_dir} is a {spec.task!r} model")
     ours, classical = {}, {}
-    for name, change in PLANTS.items():
-        env = make_batch("panda", episodes, dataclasses.replace(nominal_plant(config.env), **SUITE_BASE, **change))
+    for name in PLANTS:
+        env = plant_env(config.env, name, episodes)
         try:
             starts, goals = heldout_tasks(env, episodes, seed)
             policy_metrics = reach_metrics(env, rollout(env, policy, starts, goals).obs, goals)
