@@ -249,26 +249,30 @@ class TestRunningSystem:
         assert np.max(np.diff(stamps)) < 25 * period
 
 
-    def test_stale_joint_states_zero_torque_within_two_periods_then_resume(self, ros, system):
+    def test_stale_joint_states_ramp_to_zero_torque_then_resume(self, ros, system):
         ros.send_pose(GOALS[1])
         sent = time.monotonic()
         assert ros.spin(5, until=lambda: any(t > sent and np.any(c != 0) for t, c in ros.commands[-5:]))
+        ros.spin(0.3)  # a stretch of control, so the stop ramps down from a working torque
+        before = ros.diag
         sim = system["sim"]
         sim.send_signal(signal.SIGSTOP)  # the simulator freezes: no more joint states
         try:
-            ros.spin(0.5)
-            last_state = ros.joint_states[-1][0]
-            after = [c for t, c in ros.commands if t > last_state]
-            first_zero = next((i for i, c in enumerate(after) if np.all(c == 0)), None)
-            assert first_zero is not None, "controller never commanded zero torque"
-            # Counted in 1 ms commands, so a loaded machine (late commands) does not blur it: the
-            # state timeout (50 ms) plus one control period (20 ms) to the stop, then the ramp
-            # down at 1 N m per command; 10 commands of slack for the receiver's view of "last".
-            ramp = int(np.ceil(np.abs(after[0]).max())) if after else 0
-            assert first_zero <= 50 + 20 + ramp + 10, f"{first_zero} non-zero commands after the last joint state"
-            assert all(np.all(c == 0) for c in after[first_zero:])
+            # Waited for, not slept. The frozen simulator is also a reliable reader of the
+            # commands, and Fast DDS can then block the controller's publish for about a second,
+            # so the stop's timing is asserted where the arm stops talking but keeps reading
+            # (test_the_watchdog_stops_the_arm_in_time_and_once, "silent").
+            frozen = time.monotonic()
+            stopped = ros.spin(10, until=lambda: ros.diag.get("status") == "stale" and ros.diag is not before
+                               and ros.commands[-100][0] > frozen and all(np.all(c == 0) for _, c in ros.commands[-100:]))
+            commands = [c for _, c in ros.commands]
         finally:
             sim.send_signal(signal.SIGCONT)
+        assert stopped, f"no stop to zero torque reported; diagnostics {ros.diag}"
+        # what the arm received: a ramp down at the rate limit, then zero that stays zero
+        last = max(i for i, c in enumerate(commands) if np.any(c != 0))
+        assert np.all(np.abs(np.diff(commands[last - 10:last + 2], axis=0)) <= 1.0 + 1e-9)
+        assert all(np.all(c == 0) for c in commands[last + 1:])
         resumed_from = time.monotonic()
         assert ros.spin(5, until=lambda: any(t > resumed_from and np.any(c != 0) for t, c in ros.commands[-20:]))
 
@@ -525,11 +529,11 @@ def test_ctrl_c_stops_the_running_nodes_cleanly(ros, tmp_path):
 
 class ArmStates:
     """This process plays the arm: joint states at ``rate_hz``, stamped now (plus
-    ``stamp_offset_s``; frozen at one stamp with ``frozen``), from a thread."""
+    ``stamp_offset_s``; frozen at one stamp with ``frozen``; none while ``silent``), from a thread."""
 
     def __init__(self, ros, rate_hz: float = 250.0) -> None:
         self.ros, self.period, self.running = ros, 1.0 / rate_hz, True
-        self.stamp_offset_s, self.frozen = 0.0, None
+        self.stamp_offset_s, self.frozen, self.silent = 0.0, None, False
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
@@ -538,7 +542,8 @@ class ArmStates:
             msg = JointState(name=ARM, position=READY, velocity=[0.0] * 7, effort=[0.0] * 7)
             now = self.ros.get_clock().now().nanoseconds + int(self.stamp_offset_s * 1e9)
             msg.header.stamp = self.frozen or rclpy.time.Time(nanoseconds=now).to_msg()
-            self.ros.state_pub.publish(msg)
+            if not self.silent:
+                self.ros.state_pub.publish(msg)
             time.sleep(self.period)
 
     def stop(self) -> None:
@@ -661,15 +666,17 @@ def test_the_old_50hz_stream_trips_the_simulated_reflex_until_error_recovery(ros
     assert "reflex: torque discontinuity" in log
 
 
-@pytest.mark.parametrize("fault", ["frozen_stamp", "clock_jump_ahead", "clock_jump_back", "slow_publisher"])
+@pytest.mark.parametrize("fault", ["silent", "frozen_stamp", "clock_jump_ahead", "clock_jump_back", "slow_publisher"])
 def test_the_watchdog_stops_the_arm_in_time_and_once(ros, fault):
-    """Joint states that keep coming but must not be acted on: the controller stops within
-    the timeout plus one control period of the last valid state (its own measure, on the
+    """Joint states that stop, or keep coming but must not be acted on: the controller stops
+    within the timeout plus one control period of the last valid state (its own measure, on the
     monotonic clock), and a slow stream is one stale event, not a chatter."""
     proc, arm = _commanding_controller(ros)
     try:
         before = dict(ros.diag)
-        if fault == "frozen_stamp":
+        if fault == "silent":  # stops publishing and keeps reading the commands
+            arm.silent = True
+        elif fault == "frozen_stamp":
             arm.frozen = ros.get_clock().now().to_msg()
         elif fault.startswith("clock_jump"):
             arm.stamp_offset_s = 10.0 if fault.endswith("ahead") else -10.0
