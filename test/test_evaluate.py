@@ -174,3 +174,13 @@ def test_suite_misses_study_lists_each_goal_it_misses():
     row = out["rows"][0]
     assert row["closest_m"] <= row["start_m"] and len(row["saturated_last_1s"]) == 6
     assert out["rows"][0]["each_second_m"][-1] >= out["rows"][1]["each_second_m"][-1]  # worst first
+
+
+def test_hover_study_low_passes_the_policy_and_reports_the_last_second():
+    from studies.hover import last_second
+
+    plain, calm = (last_second("models/panda_snn", "nominal", 2, alpha) for alpha in (0.0, 0.9))
+    assert plain["alpha"] == 0.0 and len(plain["joint_velocity_rms_last_1s"]) == len(plain["action_std_last_1s"]) == 6
+    assert 0.0 <= plain["effector_motion_below_2hz"] <= 1.0 and plain["last_1s_path_median_m"] > 0.0
+    # the filter acts: a heavy one cuts the action's change per step
+    assert calm["action_change_per_step_last_1s"] < 0.5 * plain["action_change_per_step_last_1s"]

@@ -1,0 +1,85 @@
+"""Where the hover at the goal comes from: the last second of each held-out reach.
+
+``python -m studies.hover MODEL_DIR [--plant nominal] [--episodes 64] [--alpha 0.0 0.5 0.8]``
+lets the model's policy reach the first held-out goals on one plant of the robustness
+suite, once per ``--alpha``: its actions low-passed across control steps,
+``a_t = alpha * a_(t-1) + (1 - alpha) * policy_t`` (0: as the model acts). For each it
+prints the reach figures, per joint the RMS joint velocity and the action's standard
+deviation over the last second, the mean change of the action per step there, and the
+share of the effector's motion in that second below 2 Hz. If filtering calms the action
+but not the effector, the hover is the closed loop's slow wander, not torque noise.
+Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from snn_control.models.checkpoint import load_model
+from snn_control.training.evaluate import reach_metrics
+from snn_control.training.robustness import PLANTS, plant_env, plant_rollout
+
+FIGURES = ("success_rate", "success_rate_2cm", "final_distance_median_m", "held_last_1s_rate",
+           "last_1s_path_median_m", "last_1s_distance_range_median_m")
+
+
+class LowPassed(torch.nn.Module):
+    """``policy`` with its actions low-passed across control steps (first step as is)."""
+
+    def __init__(self, policy, alpha: float) -> None:
+        super().__init__()
+        self.policy, self.alpha = policy, alpha
+
+    def initial_state(self, n, goal):
+        return self.policy.initial_state(n, goal), None
+
+    def step(self, obs, goal, state):
+        inner, previous = state
+        action, extra, inner = self.policy.step(obs, goal, inner)
+        if previous is not None:
+            action = self.alpha * previous + (1.0 - self.alpha) * action
+        return action, extra, (inner, action)
+
+
+def last_second(model_dir: str, plant: str, episodes: int, alpha: float) -> dict[str, object]:
+    _, policy, spec, config = load_model(model_dir)
+    with torch.no_grad():
+        rolled, goals = plant_rollout(LowPassed(policy, alpha), config, plant, episodes)
+    env = plant_env(config.env, plant, 1)
+    try:
+        metrics = reach_metrics(env, rolled.obs, goals)
+    finally:
+        env.close()
+    steps = round(1.0 / config.env.control_period)
+    velocity = [i for i, name in enumerate(spec.obs_names) if name.startswith("dq")]
+    actions = rolled.actions[:, -steps:]
+    effector = rolled.obs[:, -steps:, slice(*spec.effector)]
+    motion = np.abs(np.fft.rfft(effector - effector.mean(axis=1, keepdims=True), axis=1)).sum(axis=(0, 2))
+    slow = np.fft.rfftfreq(steps, d=config.env.control_period) < 2.0
+    return {"alpha": alpha, **{k: round(metrics[k], 4) for k in FIGURES},
+            "joint_velocity_rms_last_1s": np.sqrt((rolled.obs[:, -steps:, velocity].astype(np.float64) ** 2).mean(axis=(0, 1))).round(4).tolist(),
+            "action_std_last_1s": actions.astype(np.float64).std(axis=1).mean(axis=0).round(4).tolist(),
+            "action_change_per_step_last_1s": round(float(np.abs(np.diff(actions, axis=1)).mean()), 4),
+            "effector_motion_below_2hz": round(float(motion[slow].sum() / motion.sum()), 3)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--plant", choices=list(PLANTS), default="nominal")
+    parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument("--alpha", type=float, nargs="+", default=[0.0])
+    args = parser.parse_args(argv)
+    if not all(0.0 <= a < 1.0 for a in args.alpha):
+        parser.error(f"--alpha must lie in [0, 1), got {args.alpha}")
+    torch.set_num_threads(1)
+    rows = [last_second(args.model, args.plant, args.episodes, a) for a in args.alpha]
+    print(json.dumps({"model": args.model, "plant": args.plant, "episodes": args.episodes, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
