@@ -115,6 +115,10 @@ class TrainConfig:
     # settle_radius_m of its goal: the hover the eval measures as the path in the last second,
     # penalised in the closed loop where it happens; reaching the goal from farther costs nothing
     settle_radius_m: float = 0.02
+    real_rest: float = 0.0  # weight of the variance over time of the policy's actions along
+    # recorded windows (its input the real observations) at the steps the effector was within
+    # real_rest_radius_m of its goal: the wander at the real rest, which the imagined one misses
+    real_rest_radius_m: float = 0.02
     activity_bounds: float = 0.0  # weight of the firing-rate penalty below ...
     activity_min_hz: float = 1.0  # ... this rate per neuron (dead neurons) or above ...
     activity_max_hz: float = 100.0  # ... this rate per neuron; in units of 100 Hz squared
@@ -288,6 +292,9 @@ def _validate(config: ExperimentConfig, where: str) -> None:
     if not (t.settle >= 0 and t.settle_radius_m > 0):
         raise ConfigError(f"{where}.train: settle must be >= 0 (0: off) and settle_radius_m > 0, "
                           f"got {t.settle} and {t.settle_radius_m}")
+    if not (t.real_rest >= 0 and t.real_rest_radius_m > 0):
+        raise ConfigError(f"{where}.train: real_rest must be >= 0 (0: off) and real_rest_radius_m > 0, "
+                          f"got {t.real_rest} and {t.real_rest_radius_m}")
     if m.policy_fine_error_m < 0:
         raise ConfigError(f"{where}.model.policy_fine_error_m: must be >= 0 (0: off), got {m.policy_fine_error_m}")
     if m.neuron not in ("alif", "lif"):

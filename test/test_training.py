@@ -134,6 +134,45 @@ def test_settle_penalises_the_imagined_path_near_the_goal_only():
     assert penalty(settle=2.0, settle_radius_m=0.01) == 0.0
 
 
+def test_real_rest_is_the_action_variance_at_recorded_steps_near_the_goal():
+    """``train.real_rest``'s term by hand: the policy's actions along the recorded windows
+    after the warm-up, their variance over the steps within the radius of the goal."""
+    from snn_control.predictive.updates import real_rest_fluctuation
+
+    obs = torch.zeros(6, 2, 8)  # (T, B, O): hand at 0:2, at the origin throughout
+    goals = torch.tensor([[0.0, 0.01], [1.0, 1.0]])  # the first 1 cm from the hand, the second far
+    swinging = ScriptedPolicy(bias=0.3, swing=1.0)  # +-1 about 0.3: variance 1 per joint
+    assert real_rest_fluctuation(swinging, obs, goals, slice(0, 2), 0.02, warmup=2) == pytest.approx(1.0)
+    assert len(swinging.seen) == 6 and torch.equal(swinging.seen[3][0], obs[3])  # it saw the recording
+    assert real_rest_fluctuation(ScriptedPolicy(bias=0.3, swing=0.0), obs, goals, slice(0, 2), 0.02, warmup=2) == 0.0
+    assert real_rest_fluctuation(swinging, obs, goals, slice(0, 2), 0.005, warmup=2) == 0.0  # none near
+    near_once = obs.clone()
+    near_once[2:5, 0, 1] = 0.5  # only the last step near: one step has no variance to count
+    assert real_rest_fluctuation(swinging, near_once, goals, slice(0, 2), 0.02, warmup=2) == 0.0
+
+
+def test_real_rest_calms_the_policy_along_recorded_windows(tiny_run, tmp_path):
+    import shutil
+
+    from snn_control.predictive.updates import REAL_REST_STEPS, REAL_REST_WARMUP, real_rest_fluctuation
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("tensorboard"))
+    trainer = Trainer(tiny_config(["train.iterations=7", "train.real_rest=10.0", "train.real_rest_radius_m=10.0"]), run)
+    trainer._resume()
+    obs, _, goals = (torch.as_tensor(a) for a in trainer.replay.sample(np.random.default_rng(1), 16,
+                                                                       REAL_REST_WARMUP + REAL_REST_STEPS))
+
+    def wander():
+        with torch.no_grad():
+            return float(real_rest_fluctuation(trainer.policy, obs, goals, trainer.effector, 10.0))
+
+    before = wander()
+    for _ in range(20):
+        trainer.policy_update()
+    assert before > 0 and wander() < 0.5 * before
+
+
 def test_training_goes_on_from_a_trained_model(tiny_run, tmp_path):
     from snn_control.models.checkpoint import CheckpointError, load_model
 

@@ -144,9 +144,37 @@ def still_action_penalties(policy, obs: torch.Tensor, effector: slice, velocity:
     return (rest**2).mean(), rest.var(dim=0, unbiased=False).mean()
 
 
+REAL_REST_WARMUP = 25  # steps of a recorded window that only set the policy's state
+REAL_REST_STEPS = 25  # steps after them whose actions at rest are penalised
+
+
+def real_rest_fluctuation(policy, obs: torch.Tensor, goals: torch.Tensor, effector: slice,
+                          radius: float, warmup: int = REAL_REST_WARMUP) -> torch.Tensor:
+    """The variance over time of the policy's actions along recorded windows ``obs (T, B, O)``
+    (its input the recorded observations, not its own consequences), over the steps after
+    ``warmup`` at which the effector was within ``radius`` of its goal; windows with fewer
+    than two such steps count nothing."""
+    state = policy.initial_state(goals.shape[0], obs)
+    with torch.no_grad():
+        for k in range(warmup):
+            _, _, state = policy.step(obs[k], goals, state)
+    actions = []
+    for k in range(warmup, obs.shape[0]):
+        action, _, state = policy.step(obs[k], goals, state)
+        actions.append(action)
+    actions = torch.stack(actions)  # (S, B, A)
+    near = ((obs[warmup:, :, effector] - goals).norm(dim=-1) < radius).to(actions.dtype)[..., None]
+    count = near.sum(0)  # (B, 1)
+    mean = (actions * near).sum(0) / count.clamp(min=1)
+    variance = (((actions - mean) ** 2) * near).sum(0) / count.clamp(min=1)  # (B, A)
+    keep = count[:, 0] >= 2
+    return variance[keep].mean() if bool(keep.any()) else actions.new_zeros(())
+
+
 def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfig, effector: slice,
-                learn_tau: bool, velocity: list[int] | None = None) -> dict[str, float]:
-    """One policy update by back-propagation through the frozen predictor."""
+                learn_tau: bool, velocity: list[int] | None = None, rest=None) -> dict[str, float]:
+    """One policy update by back-propagation through the frozen predictor; ``rest``: recorded
+    ``(obs, goals)`` windows for ``train.real_rest``."""
     predictor.requires_grad_(False)
     try:
         with decays_held(policy, predictor):
@@ -158,6 +186,8 @@ def policy_step(policy, predictor, optimizer, obs, actions, goals, t: TrainConfi
                                      "positions in the observation")
                 power, fluctuation = still_action_penalties(policy, obs, effector, velocity)
                 loss = loss + t.hold_still * power + t.hold_fluctuation * fluctuation
+            if t.real_rest:
+                loss = loss + t.real_rest * real_rest_fluctuation(policy, *rest, effector, t.real_rest_radius_m)
         for net in spiking_nets(policy) if t.activity_bounds else []:
             loss = loss + t.activity_bounds * activity_penalty(net.activity_rates(), t.activity_min_hz, t.activity_max_hz)
         optimizer.zero_grad(set_to_none=True)
