@@ -154,7 +154,7 @@ def test_real_rest_is_the_action_variance_at_recorded_steps_near_the_goal():
 def test_real_rest_calms_the_policy_along_recorded_windows(tiny_run, tmp_path):
     import shutil
 
-    from snn_control.predictive.updates import REAL_REST_STEPS, REAL_REST_WARMUP, real_rest_fluctuation
+    from snn_control.predictive.updates import REAL_REST_STEPS, REAL_REST_WARMUP, real_rest_fluctuation, real_rest_windows
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("tensorboard"))
@@ -171,6 +171,14 @@ def test_real_rest_calms_the_policy_along_recorded_windows(tiny_run, tmp_path):
     for _ in range(20):
         trainer.policy_update()
     assert before > 0 and wander() < 0.5 * before
+    # off: no windows drawn; a replay of short episodes (a fine-tune's 1 s windows): as long as they are
+    assert real_rest_windows(trainer.replay, np.random.default_rng(0), 4, tiny_config().train) is None
+    short = type(trainer.replay)(8, 20, trainer.replay.obs.shape[-1], trainer.replay.actions.shape[-1],
+                                 trainer.replay.goals.shape[-1])
+    short.add(trainer.replay.obs[:8, :21], trainer.replay.actions[:8, :20], trainer.replay.goals[:8])
+    rest_obs, rest_goals = real_rest_windows(short, np.random.default_rng(0), 4, trainer.config.train)
+    assert rest_obs.shape[:2] == (21, 4) and rest_goals.shape[0] == 4
+    assert float(real_rest_fluctuation(trainer.policy, rest_obs, rest_goals, trainer.effector, 10.0)) > 0
 
 
 def test_training_goes_on_from_a_trained_model(tiny_run, tmp_path):

@@ -62,7 +62,7 @@ from ..training.collect import rollout
 from ..training.evaluate import heldout_tasks
 from .replay import EpisodicReplay
 from .updates import (imagined_distance, make_optimizer, mean_distance, policy_step, predictor_loss, predictor_step,
-                      use_training_path)
+                      real_rest_windows, use_training_path)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -415,7 +415,7 @@ def _fit_policy(policy, predictor, run: _Run, sim: SimulatedReach, learn_tau: bo
     for i in range(s.policy_updates):
         obs, actions, goals = (torch.as_tensor(a) for a in run.replay.sample(run.rng, s.batch, t.warmup))
         step = policy_step(policy, predictor, optimizer, obs, actions, goals, t, run.effector, learn_tau,
-                           run.velocity)
+                           run.velocity, real_rest_windows(run.replay, run.rng, s.batch, t))
         losses.append(step["loss"])
         distances.append(step["imagined_distance"])
         run.progress("policy", s.predictor_updates + i + 1, run.total)

@@ -36,8 +36,8 @@ from ..models.checkpoint import atomic_write_bytes, networks_for, save_model
 from ..training.collect import rollout
 from ..training.fitloop import FitLoop, load_state, save_state
 from .replay import EpisodicReplay
-from .updates import (REAL_REST_STEPS, REAL_REST_WARMUP, activity_penalty, make_optimizer, policy_step, predictor_step,  # noqa: F401 (re-exported)
-                      use_training_path)
+from .updates import (activity_penalty, make_optimizer, policy_step, predictor_step,  # noqa: F401 (re-exported)
+                      real_rest_windows, use_training_path)
 
 TRAIN_STREAM, VALIDATION_STREAM = 1, 2  # RNG streams; held-out evaluation uses its own seed
 
@@ -100,12 +100,9 @@ class Trainer:
     def policy_update(self) -> dict[str, float]:
         t = self.config.train
         obs, actions, goals = _obs_to_torch(*self.replay.sample(self.rng, t.batch, t.warmup))
-        rest = None
-        if t.real_rest:
-            rest_obs, _, rest_goals = _obs_to_torch(*self.replay.sample(self.rng, t.batch, REAL_REST_WARMUP + REAL_REST_STEPS))
-            rest = (rest_obs, rest_goals)
         return policy_step(self.policy, self.predictor, self.policy_opt, obs, actions, goals, t,
-                           self.effector, self.config.model.learn_tau, self.velocity, rest)
+                           self.effector, self.config.model.learn_tau, self.velocity,
+                           real_rest_windows(self.replay, self.rng, t.batch, t))
 
     # -- loop -----------------------------------------------------------------------------
     def collect(self) -> dict[str, float]:

@@ -148,12 +148,24 @@ REAL_REST_WARMUP = 25  # steps of a recorded window that only set the policy's s
 REAL_REST_STEPS = 25  # steps after them whose actions at rest are penalised
 
 
+def real_rest_windows(replay, rng, batch: int, t: TrainConfig):
+    """Recorded ``(obs, goals)`` windows for ``train.real_rest`` (None while it is off),
+    as long as the replay's episodes allow."""
+    if not t.real_rest:
+        return None
+    obs, _, goals = replay.sample(rng, batch, min(REAL_REST_WARMUP + REAL_REST_STEPS, replay.steps))
+    return torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(goals, dtype=torch.float32)
+
+
 def real_rest_fluctuation(policy, obs: torch.Tensor, goals: torch.Tensor, effector: slice,
-                          radius: float, warmup: int = REAL_REST_WARMUP) -> torch.Tensor:
+                          radius: float, warmup: int | None = None) -> torch.Tensor:
     """The variance over time of the policy's actions along recorded windows ``obs (T, B, O)``
     (its input the recorded observations, not its own consequences), over the steps after
-    ``warmup`` at which the effector was within ``radius`` of its goal; windows with fewer
-    than two such steps count nothing."""
+    ``warmup`` (default :data:`REAL_REST_WARMUP`, at most half the window) at which the
+    effector was within ``radius`` of its goal; windows with fewer than two such steps
+    count nothing."""
+    if warmup is None:
+        warmup = min(REAL_REST_WARMUP, obs.shape[0] // 2)
     state = policy.initial_state(goals.shape[0], obs)
     with torch.no_grad():
         for k in range(warmup):
