@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from snn_control.models.checkpoint import load_model
-from snn_control.training.evaluate import reach_metrics
-from snn_control.training.robustness import PLANTS, plant_env, plant_rollout
+from snn_control.training.robustness import PLANTS, plant_rollout
 
 FIGURES = ("success_rate", "success_rate_2cm", "final_distance_median_m", "held_last_1s_rate",
            "last_1s_path_median_m", "last_1s_distance_range_median_m")
@@ -48,12 +47,7 @@ class LowPassed(torch.nn.Module):
 def last_second(model_dir: str, plant: str, episodes: int, alpha: float) -> dict[str, object]:
     _, policy, spec, config = load_model(model_dir)
     with torch.no_grad():
-        rolled, goals = plant_rollout(LowPassed(policy, alpha), config, plant, episodes)
-    env = plant_env(config.env, plant, 1)
-    try:
-        metrics = reach_metrics(env, rolled.obs, goals)
-    finally:
-        env.close()
+        rolled, _, metrics = plant_rollout(LowPassed(policy, alpha), config, plant, episodes)
     steps = round(1.0 / config.env.control_period)
     velocity = [i for i, name in enumerate(spec.obs_names) if name.startswith("dq")]
     actions = rolled.actions[:, -steps:]

@@ -27,7 +27,7 @@ def velocity_bias(model_dir: str, plant: str, episodes: int) -> dict[str, object
     if predictor is None:
         raise SystemExit(f"{model_dir}: no forward model (a TD3 model)")
     velocity = [i for i, name in enumerate(spec.obs_names) if name.startswith("dq")]
-    rolled, _ = plant_rollout(policy, config, plant, episodes)
+    rolled, _, _ = plant_rollout(policy, config, plant, episodes)
     obs = torch.as_tensor(rolled.obs).transpose(0, 1)
     actions = torch.as_tensor(rolled.actions).transpose(0, 1)
     state, errors = predictor.initial_state(episodes, obs[0]), []

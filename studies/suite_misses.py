@@ -24,7 +24,7 @@ from snn_control.training.robustness import PLANTS, plant_rollout
 
 def misses(model_dir: str, plant: str, episodes: int, radius: float = 0.05) -> dict[str, object]:
     _, policy, spec, config = load_model(model_dir)
-    rolled, goals = plant_rollout(policy, config, plant, episodes)
+    rolled, goals, _ = plant_rollout(policy, config, plant, episodes)
     eff = slice(*spec.effector)
     distance = np.linalg.norm(rolled.obs[:, :, eff] - goals[:, None], axis=-1)
     per_second = round(1.0 / config.env.control_period)

@@ -258,8 +258,8 @@ class TestRunningSystem:
         sim = system["sim"]
         sim.send_signal(signal.SIGSTOP)  # the simulator freezes: no more joint states
         try:
-            # Waited for, not slept. The frozen simulator is also a reliable reader of the
-            # commands, and Fast DDS can then block the controller's publish for about a second,
+            # Waited for, not slept. With the simulator frozen, Fast DDS can block the
+            # controller's publish for about a second (docs/real_robot.md, "A peer that hangs"),
             # so the stop's timing is asserted where the arm stops talking but keeps reading
             # (test_the_watchdog_stops_the_arm_in_time_and_once, "silent").
             frozen = time.monotonic()

@@ -177,8 +177,9 @@ def real_rest_fluctuation(policy, obs: torch.Tensor, goals: torch.Tensor, effect
     actions = torch.stack(actions)  # (S, B, A)
     near = ((obs[warmup:, :, effector] - goals).norm(dim=-1) < radius).to(actions.dtype)[..., None]
     count = near.sum(0)  # (B, 1)
-    mean = (actions * near).sum(0) / count.clamp(min=1)
-    variance = (((actions - mean) ** 2) * near).sum(0) / count.clamp(min=1)  # (B, A)
+    per_step = near / count.clamp(min=1)  # weights of a mean over the near steps
+    mean = (actions * per_step).sum(0)
+    variance = (((actions - mean) ** 2) * per_step).sum(0)  # (B, A)
     keep = count[:, 0] >= 2
     return variance[keep].mean() if bool(keep.any()) else actions.new_zeros(())
 

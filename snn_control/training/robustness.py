@@ -48,14 +48,16 @@ def plant_env(env_config, plant: str, episodes: int):
 
 
 def plant_rollout(policy, config, plant: str, episodes: int, seed: int = 0):
-    """``(episodes, goals)``: ``policy`` (of a model trained by ``config``) reaching the first
-    ``episodes`` held-out goals on the suite's plant named ``plant`` (for studies of one plant)."""
-    from .evaluate import heldout_tasks
+    """``(episodes, goals, reach metrics)``: ``policy`` (of a model trained by ``config``)
+    reaching the first ``episodes`` held-out goals on the suite's plant named ``plant`` (for
+    studies of one plant)."""
+    from .evaluate import heldout_tasks, reach_metrics
 
     env = plant_env(config.env, plant, episodes)
     try:
         starts, goals = heldout_tasks(env, episodes, seed)
-        return rollout(env, policy, starts, goals), goals
+        rolled = rollout(env, policy, starts, goals)
+        return rolled, goals, reach_metrics(env, rolled.obs, goals)
     finally:
         env.close()
 
