@@ -66,6 +66,9 @@ class ModelConfig:
     goal_integral_limit_m: float = 0.1  # m s per axis, the integral's bound (no wind-up)
     goal_integral_radius_m: float = 0.0  # > 0: the error adds to the integral only while the
     # effector is within this distance of the goal (it still leaks): a long reach winds nothing up
+    action_damping: float = 0.0  # > 0: the spiking policy's action less this x the joint
+    # velocities (each / its limit; action units per unit): viscous damping the policy's own
+    # velocity feedback, quantised by spikes, does not give (models.networks.ActionDamping)
     policy_recurrent: bool = False  # the spiking policy's first layer feeds its spikes back:
     # a state beyond membranes, so it can tell from the arm's recent answers which plant it is on
     policy_fine_error_m: float = 0.0  # > 0: the spiking policy also sees tanh((goal - effector)
@@ -286,7 +289,9 @@ def _validate(config: ExperimentConfig, where: str) -> None:
             and m.goal_integral_radius_m >= 0):
         raise ConfigError(f"{where}.model: goal_integral_gain and goal_integral_radius_m must be >= 0, "
                           f"goal_integral_tau_s and goal_integral_limit_m > 0")
-    for key in ("policy_recurrent", "policy_fine_error_m"):
+    if not m.action_damping >= 0:
+        raise ConfigError(f"{where}.model.action_damping: must be >= 0 (0: off), got {m.action_damping}")
+    for key in ("policy_recurrent", "policy_fine_error_m", "action_damping"):
         if getattr(m, key) and m.kind != "snn":
             raise ConfigError(f"{where}.model.{key}: for a spiking policy (kind 'snn'), got kind {m.kind!r}")
     if not (t.settle >= 0 and t.settle_radius_m > 0):

@@ -45,6 +45,8 @@ def test_unknown_env_key_is_named(tmp_path):
     ("model:\n  kind: gru\n  policy_fine_error_m: 0.05\n", r"model.policy_fine_error_m: for a spiking policy"),
     ("model:\n  policy_fine_error_m: -1\n", r"model.policy_fine_error_m: must be >= 0"),
     ("model:\n  goal_integral_radius_m: -0.1\n", r"goal_integral_radius_m must be >= 0"),
+    ("model:\n  action_damping: -0.5\n", r"model.action_damping: must be >= 0"),
+    ("model:\n  kind: gru\n  action_damping: 0.5\n", r"model.action_damping: for a spiking policy"),
     ("train:\n  settle_radius_m: 0\n", r"train: settle must be >= 0 \(0: off\) and settle_radius_m > 0"),
     ("train:\n  real_rest: -1\n", r"train: real_rest must be >= 0 \(0: off\) and real_rest_radius_m > 0"),
 ])

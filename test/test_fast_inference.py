@@ -79,11 +79,12 @@ def test_fast_net_refuses_unequal_layer_sizes():
                                         ("snn", {"goal_integral_gain": 2.0, "goal_integral_tau_s": 0.5}),
                                         ("snn", {"policy_recurrent": True}),
                                         ("snn", {"policy_fine_error_m": 0.05, "goal_integral_gain": 1.0}),
-                                        ("snn", {"goal_integral_gain": 1.0, "goal_integral_radius_m": 0.05})])
+                                        ("snn", {"goal_integral_gain": 1.0, "goal_integral_radius_m": 0.05}),
+                                        ("snn", {"action_damping": 0.5, "goal_integral_gain": 2.0})])
 def test_fast_policy_and_predictor_match_modules(kind, extra):
     cfg = ModelConfig(kind=kind, hidden=48, rank=8, substeps=2, gru_hidden=32, mlp_hidden=32, **extra)
     torch.manual_seed(0)
-    predictor, policy = build_networks(cfg, 9, 6, 3, effector=(6, 9), control_period_s=0.02)
+    predictor, policy = build_networks(cfg, 9, 6, 3, effector=(6, 9), control_period_s=0.02, velocity=(0, 6))
     with torch.no_grad():
         predictor.delta_scale.uniform_(0.01, 0.1)
         if predictor.action_term is not None:
@@ -139,3 +140,26 @@ def test_goal_integral_with_a_radius_integrates_only_near_the_goal():
     cfg = ModelConfig(hidden=16, rank=4, goal_integral_gain=1.0, goal_integral_radius_m=0.05)
     _, policy = build_networks(cfg, 9, 6, 3, effector=(6, 9), control_period_s=0.02)
     assert policy.goal_integral.radius_m == 0.05  # the config's setting reaches the rule
+
+
+def test_action_damping_subtracts_the_joint_velocities_within_the_action_range():
+    torch.manual_seed(0)
+    plain = build_networks(ModelConfig(hidden=32, rank=4), 9, 6, 3, effector=(6, 9), velocity=(0, 6))[1]
+    damped = build_networks(ModelConfig(hidden=32, rank=4, action_damping=0.5), 9, 6, 3, effector=(6, 9),
+                            velocity=(0, 6))[1]
+    damped.load_state_dict(plain.state_dict())
+    assert damped.action_damping.gain == 0.5  # the config's setting reaches the rule
+    obs = torch.tensor([[0.2, -0.4, 0.0, 3.0, -3.0, 0.1, 0.3, 0.0, 0.5]])  # joint velocities first
+    goal = torch.tensor([[0.3, 0.1, 0.4]])
+    with torch.no_grad():
+        a, _, _ = plain.step(obs, goal, plain.initial_state(1, obs))
+        b, _, _ = damped.step(obs, goal, damped.initial_state(1, obs))
+    expected = (a - 0.5 * obs[:, :6]).clamp(-1, 1)
+    torch.testing.assert_close(b, expected)
+    assert b[0, 3] == -1.0 and b[0, 4] == 1.0  # a fast joint saturates the action, within its range
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match="action_damping: for a spiking policy"):
+        build_networks(ModelConfig(kind="gru", gru_hidden=8, mlp_hidden=8, action_damping=0.5), 9, 6, 3,
+                       effector=(6, 9), velocity=(0, 6))
+    with pytest.raises(ValueError, match="joint velocities' slice"):
+        build_networks(ModelConfig(hidden=16, rank=4, action_damping=0.5), 9, 6, 3, effector=(6, 9))

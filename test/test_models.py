@@ -36,7 +36,9 @@ def test_parameter_counts():
 def test_shipped_panda_snn_is_at_most_a_fifth_of_the_gru_baseline():
     def total(name):
         cfg = C.load(f"config/{name}.yaml")
-        pred, pol = networks_for(cfg, SimpleNamespace(obs_dim=15, act_dim=6, goal_dim=3, effector=(12, 15), control_period_s=0.02))
+        names = [f"q{i}" for i in range(1, 7)] + [f"dq{i}" for i in range(1, 7)] + ["ee_x", "ee_y", "ee_z"]
+        pred, pol = networks_for(cfg, SimpleNamespace(obs_dim=15, act_dim=6, goal_dim=3, effector=(12, 15),
+                                                      control_period_s=0.02, obs_names=names))
         return parameter_count(pred) + parameter_count(pol)
 
     assert 5 * total("panda_snn") <= total("panda_gru")

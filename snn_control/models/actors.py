@@ -125,6 +125,7 @@ class ActorPolicy(nn.Module):
     minus the effector instead of the goal (``rl.goal_error``)."""
 
     goal_integral = None
+    action_damping = None
 
     def __init__(self, actor, goal_error: tuple[int, int] | None = None) -> None:
         super().__init__()

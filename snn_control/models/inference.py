@@ -40,12 +40,14 @@ class PredictStep(Protocol):
 
 
 class FastPolicy:
-    """Any trained policy, one control step at a time. Integral action (a policy's
-    ``goal_integral``) runs here, in float64, as the policy ran it in training."""
+    """Any trained policy, one control step at a time. Integral action and damping (a
+    policy's ``goal_integral`` and ``action_damping``) run here, in float64, as the policy
+    ran them in training."""
 
     def __init__(self, policy: nn.Module) -> None:
         self._step: PolicyStep = policy.fast()
         self._integral_rule = policy.goal_integral
+        self._damping = policy.action_damping
         self._integral = None
 
     def reset(self) -> None:
@@ -56,7 +58,10 @@ class FastPolicy:
         if self._integral_rule is not None:
             goal, self._integral = self._integral_rule.shifted(np.asarray(obs, np.float64), np.asarray(goal, np.float64),
                                                                self._integral)
-        return self._step.act(obs, goal)
+        action = self._step.act(obs, goal)
+        if self._damping is not None:
+            action = self._damping.applied(action, np.asarray(obs, np.float64))
+        return action
 
     def firing_rates_hz(self) -> np.ndarray:
         """Mean rate per spiking layer since reset (empty for a non-spiking policy)."""

@@ -201,18 +201,36 @@ class GoalIntegral:
         return goal + self.gain * integral, integral
 
 
+@dataclass(frozen=True)
+class ActionDamping:
+    """Viscous joint damping behind a policy: its action less ``gain`` x the joint velocities
+    (``velocity``: their slice of the observation, one per action), kept within [-1, 1]. A
+    spiking policy's own velocity feedback is quantised by its spikes; this part of the
+    torque is not. It has no weights, so it can be added to a trained policy."""
+
+    gain: float  # action units per unit of observed velocity
+    velocity: tuple[int, int]
+
+    def applied(self, action, obs):
+        """Works on torch tensors and numpy arrays alike (the controller's fast path uses it too)."""
+        damped = action - self.gain * obs[..., self.velocity[0]:self.velocity[1]]
+        return damped.clamp(-1.0, 1.0) if isinstance(damped, torch.Tensor) else np.clip(damped, -1.0, 1.0)
+
+
 class SpikingPolicy(nn.Module):
     """(obs, goal) -> spiking layers -> tanh of the readout potential. Feed-forward, or with
     ``recurrent`` the first layer feeds its spikes back; ``fine_error``: see
     :func:`policy_input`. With a :class:`GoalIntegral` the state carries the integral beside
-    the network's."""
+    the network's; an :class:`ActionDamping` acts on the action."""
 
     def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, net_kwargs: dict[str, Any], layers: int,
                  goal_error: tuple[int, int] | None = None, goal_integral: GoalIntegral | None = None,
-                 recurrent: bool = False, fine_error: tuple[tuple[int, int], float] | None = None) -> None:
+                 recurrent: bool = False, fine_error: tuple[tuple[int, int], float] | None = None,
+                 action_damping: ActionDamping | None = None) -> None:
         super().__init__()
         self.goal_error = goal_error
         self.goal_integral = goal_integral
+        self.action_damping = action_damping
         self.fine_error = fine_error
         inputs = obs_dim + goal_dim * (2 if fine_error is not None else 1)
         self.net = SpikingNet(inputs, act_dim, recurrent=[recurrent] + [False] * (layers - 1), **net_kwargs)
@@ -253,7 +271,10 @@ class SpikingPolicy(nn.Module):
         potential, state = self.net.step(policy_input(obs, goal, self.goal_error, self.fine_error), state)
         if self.goal_integral is not None:
             state = (state, integral)
-        return torch.tanh(potential), potential, state
+        action = torch.tanh(potential)
+        if self.action_damping is not None:
+            action = self.action_damping.applied(action, obs)
+        return action, potential, state
 
     def fast(self):
         """Batch-1 path (:mod:`.inference`): the compiled spiking network."""
@@ -289,7 +310,8 @@ class GRUPredictor(ForwardModel):
 class MLPPolicy(nn.Module):
     """Baseline: deterministic MLP (two hidden layers, ReLU), tanh output; stateless."""
 
-    goal_integral = None  # integral action is the spiking policy's
+    goal_integral = None  # integral action and damping are the spiking policy's
+    action_damping = None
 
     def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, hidden: int,
                  goal_error: tuple[int, int] | None = None) -> None:
@@ -329,11 +351,13 @@ def spiking_nets(module: nn.Module) -> list[SpikingNet]:
 def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
                    kinematics: dict[str, Any] | None = None,
                    effector: tuple[int, int] | None = None,
-                   control_period_s: float | None = None) -> tuple[nn.Module, nn.Module]:
+                   control_period_s: float | None = None,
+                   velocity: tuple[int, int] | None = None) -> tuple[nn.Module, nn.Module]:
     """Predictor and policy from one :class:`~snn_control.config.ModelConfig`; ``kinematics``
-    (the task's layout, :mod:`.kinematics`) when ``model_cfg.kinematic_prior``, and the
+    (the task's layout, :mod:`.kinematics`) when ``model_cfg.kinematic_prior``, the
     effector's slice of the observation when the policy's options use it (``goal_error``,
-    ``goal_integral_gain``, ``policy_fine_error_m``)."""
+    ``goal_integral_gain``, ``policy_fine_error_m``), and the joint velocities' slice for
+    ``action_damping``."""
     if model_cfg.kinematic_prior and kinematics is None:
         raise ValueError("model.kinematic_prior needs the task's kinematic layout")
     if (model_cfg.goal_error or model_cfg.goal_integral_gain or model_cfg.policy_fine_error_m) and (
@@ -350,6 +374,12 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
         integral = GoalIntegral(model_cfg.goal_integral_gain, model_cfg.goal_integral_tau_s,
                                 model_cfg.goal_integral_limit_m, control_period_s, tuple(effector),
                                 model_cfg.goal_integral_radius_m)
+    damping = None
+    if model_cfg.action_damping:
+        if model_cfg.kind != "snn" or velocity is None or velocity[1] - velocity[0] != act_dim:
+            raise ValueError(f"model.action_damping: for a spiking policy, with the joint velocities' slice "
+                             f"of the observation ({act_dim} entries, one per action); got {velocity}")
+        damping = ActionDamping(model_cfg.action_damping, tuple(velocity))
     if model_cfg.kind == "gru":
         return (
             GRUPredictor(obs_dim, act_dim, model_cfg.gru_hidden, model_cfg.momentum_prior,
@@ -374,5 +404,6 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
         SpikingPolicy(obs_dim, goal_dim, act_dim,
                       kwargs(readout_learn_tau=model_cfg.learn_tau and model_cfg.policy_readout_learn_tau),
                       model_cfg.layers, goal_error, integral, model_cfg.policy_recurrent,
-                      (tuple(effector), model_cfg.policy_fine_error_m) if model_cfg.policy_fine_error_m else None),
+                      (tuple(effector), model_cfg.policy_fine_error_m) if model_cfg.policy_fine_error_m else None,
+                      damping),
     )
