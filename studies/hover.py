@@ -1,12 +1,13 @@
 """Where the hover at the goal comes from: the last second of each held-out reach.
 
-``python -m studies.hover MODEL_DIR [--plant nominal] [--episodes 64] [--alpha 0.0 0.5 0.8]``
-lets the model's policy reach the first held-out goals on one plant of the robustness
-suite, once per ``--alpha``: its actions low-passed across control steps,
-``a_t = alpha * a_(t-1) + (1 - alpha) * policy_t`` (0: as the model acts). For each it
-prints the reach figures, per joint the RMS joint velocity and the action's standard
-deviation over the last second, the mean change of the action per step there, and the
-share of the effector's motion in that second below 2 Hz. If filtering calms the action
+``python -m studies.hover MODEL_DIR [--plant nominal] [--episodes 64] [--alpha 0.0 0.5 0.8]
+[--damping 0.0 0.5]`` lets the model's policy reach the first held-out goals on one plant
+of the robustness suite, once per ``--alpha`` and ``--damping``: its actions low-passed
+across control steps, ``a_t = alpha * a_(t-1) + (1 - alpha) * policy_t`` (0: as the model
+acts), with ``damping`` in place of the model's ``action_damping`` (omitted: the model's
+own). For each it prints the reach figures, per joint the RMS joint velocity and the
+action's standard deviation over the last second, the mean change of the action per step
+there, and the share of the effector's motion in that second below 2 Hz. If filtering calms the action
 but not the effector, the hover is the closed loop's slow wander, not torque noise.
 Prints JSON.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from snn_control.models.checkpoint import load_model
+from snn_control.models.networks import ActionDamping
 from snn_control.training.robustness import PLANTS, plant_rollout
 
 FIGURES = ("success_rate", "success_rate_2cm", "final_distance_median_m", "held_last_1s_rate",
@@ -44,17 +46,21 @@ class LowPassed(torch.nn.Module):
         return action, extra, (inner, action)
 
 
-def last_second(model_dir: str, plant: str, episodes: int, alpha: float) -> dict[str, object]:
+def last_second(model_dir: str, plant: str, episodes: int, alpha: float,
+                damping: float | None = None) -> dict[str, object]:
     _, policy, spec, config = load_model(model_dir)
+    velocity = [i for i, name in enumerate(spec.obs_names) if name.startswith("dq")]
+    if damping is not None:
+        policy.action_damping = ActionDamping(damping, (velocity[0], velocity[-1] + 1)) if damping else None
     with torch.no_grad():
         rolled, _, metrics = plant_rollout(LowPassed(policy, alpha), config, plant, episodes)
     steps = round(1.0 / config.env.control_period)
-    velocity = [i for i, name in enumerate(spec.obs_names) if name.startswith("dq")]
     actions = rolled.actions[:, -steps:]
     effector = rolled.obs[:, -steps:, slice(*spec.effector)]
     motion = np.abs(np.fft.rfft(effector - effector.mean(axis=1, keepdims=True), axis=1)).sum(axis=(0, 2))
     slow = np.fft.rfftfreq(steps, d=config.env.control_period) < 2.0
-    return {"alpha": alpha, **{k: round(metrics[k], 4) for k in FIGURES},
+    gain = policy.action_damping.gain if policy.action_damping is not None else 0.0
+    return {"alpha": alpha, "damping": gain, **{k: round(metrics[k], 4) for k in FIGURES},
             "joint_velocity_rms_last_1s": np.sqrt((rolled.obs[:, -steps:, velocity].astype(np.float64) ** 2).mean(axis=(0, 1))).round(4).tolist(),
             "action_std_last_1s": actions.astype(np.float64).std(axis=1).mean(axis=0).round(4).tolist(),
             "action_change_per_step_last_1s": round(float(np.abs(np.diff(actions, axis=1)).mean()), 4),
@@ -67,11 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plant", choices=list(PLANTS), default="nominal")
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--alpha", type=float, nargs="+", default=[0.0])
+    parser.add_argument("--damping", type=float, nargs="+", default=[None])
     args = parser.parse_args(argv)
     if not all(0.0 <= a < 1.0 for a in args.alpha):
         parser.error(f"--alpha must lie in [0, 1), got {args.alpha}")
+    if not all(d is None or d >= 0.0 for d in args.damping):
+        parser.error(f"--damping must be >= 0, got {args.damping}")
     torch.set_num_threads(1)
-    rows = [last_second(args.model, args.plant, args.episodes, a) for a in args.alpha]
+    rows = [last_second(args.model, args.plant, args.episodes, a, d) for d in args.damping for a in args.alpha]
     print(json.dumps({"model": args.model, "plant": args.plant, "episodes": args.episodes, "rows": rows}, indent=1))
 
 

@@ -184,3 +184,6 @@ def test_hover_study_low_passes_the_policy_and_reports_the_last_second():
     assert 0.0 <= plain["effector_motion_below_2hz"] <= 1.0 and plain["last_1s_path_median_m"] > 0.0
     # the filter acts: a heavy one cuts the action's change per step
     assert calm["action_change_per_step_last_1s"] < 0.5 * plain["action_change_per_step_last_1s"]
+    undamped, damped = (last_second("models/panda_snn", "nominal", 2, 0.0, d) for d in (0.0, 2.0))
+    assert undamped["damping"] == 0.0 and damped["damping"] == 2.0  # in place of the model's own
+    assert damped["joint_velocity_rms_last_1s"] != undamped["joint_velocity_rms_last_1s"]

@@ -23,13 +23,15 @@ def test_shipped_model_and_its_eval_json(name):
     predictor, policy, spec, config = load_model(model_dir)
     shipped_config = C.load(Path("config") / f"{name}.yaml")
     # trained by the config of the same name (threads is a run-time setting only); panda_snn's
-    # integral action, which has no weights, was added after its training (docs/training.md)
+    # integral action and damping, which have no weights, were added after its training
+    # (docs/training.md)
     model = config.model
     if name == "panda_snn":
         integral = (model.goal_integral_gain, model.goal_integral_tau_s, model.goal_integral_limit_m,
                     model.goal_integral_radius_m)
-        assert integral == (2.0, 1.0, 0.1, 0.1)
-        model = dataclasses.replace(model, goal_integral_gain=0.0, goal_integral_radius_m=0.0)
+        assert integral == (2.0, 1.0, 0.1, 0.1) and model.action_damping == 0.5
+        assert policy.action_damping is not None and policy.action_damping.velocity == (6, 12)
+        model = dataclasses.replace(model, goal_integral_gain=0.0, goal_integral_radius_m=0.0, action_damping=0.0)
     assert model == shipped_config.model and config.env == shipped_config.env
     assert config.train.iterations == shipped_config.train.iterations
     assert config.train.init_from == shipped_config.train.init_from  # a fine-tune names where it started
