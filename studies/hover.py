@@ -20,7 +20,7 @@ import json
 import numpy as np
 import torch
 
-from snn_control.models.checkpoint import load_model
+from snn_control.models.checkpoint import load_model, velocity_slice
 from snn_control.models.networks import ActionDamping
 from snn_control.training.robustness import PLANTS, plant_rollout
 
@@ -49,9 +49,9 @@ class LowPassed(torch.nn.Module):
 def last_second(model_dir: str, plant: str, episodes: int, alpha: float,
                 damping: float | None = None) -> dict[str, object]:
     _, policy, spec, config = load_model(model_dir)
-    velocity = [i for i, name in enumerate(spec.obs_names) if name.startswith("dq")]
+    velocity = slice(*velocity_slice(spec.obs_names))
     if damping is not None:
-        policy.action_damping = ActionDamping(damping, (velocity[0], velocity[-1] + 1)) if damping else None
+        policy.action_damping = ActionDamping(damping, (velocity.start, velocity.stop)) if damping else None
     with torch.no_grad():
         rolled, _, metrics = plant_rollout(LowPassed(policy, alpha), config, plant, episodes)
     steps = round(1.0 / config.env.control_period)

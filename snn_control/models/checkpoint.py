@@ -80,10 +80,10 @@ def networks_for(config, spec) -> tuple[torch.nn.Module, torch.nn.Module]:
     task's kinematic layout when the config asks for the kinematic prior."""
     layout = kinematic_layout(config.task, config.env) if config.model.kinematic_prior else None
     return build_networks(config.model, spec.obs_dim, spec.act_dim, spec.goal_dim, layout, tuple(spec.effector),
-                          spec.control_period_s, _velocity_slice(spec.obs_names))
+                          spec.control_period_s, velocity_slice(spec.obs_names))
 
 
-def _velocity_slice(obs_names) -> tuple[int, int] | None:
+def velocity_slice(obs_names) -> tuple[int, int] | None:
     """The joint velocities' slice of the observation (names ``dq*``), None without one."""
     at = [i for i, name in enumerate(obs_names) if name.startswith("dq")]
     return (at[0], at[-1] + 1) if at and at == list(range(at[0], at[-1] + 1)) else None

@@ -55,13 +55,11 @@ class FastPolicy:
         self._step.reset()
 
     def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        obs64 = np.asarray(obs, np.float64)
         if self._integral_rule is not None:
-            goal, self._integral = self._integral_rule.shifted(np.asarray(obs, np.float64), np.asarray(goal, np.float64),
-                                                               self._integral)
+            goal, self._integral = self._integral_rule.shifted(obs64, np.asarray(goal, np.float64), self._integral)
         action = self._step.act(obs, goal)
-        if self._damping is not None:
-            action = self._damping.applied(action, np.asarray(obs, np.float64))
-        return action
+        return action if self._damping is None else self._damping.applied(action, obs64)
 
     def firing_rates_hz(self) -> np.ndarray:
         """Mean rate per spiking layer since reset (empty for a non-spiking policy)."""
