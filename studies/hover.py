@@ -7,8 +7,11 @@ across control steps, ``a_t = alpha * a_(t-1) + (1 - alpha) * policy_t`` (0: as 
 acts), with ``damping`` in place of the model's ``action_damping`` (omitted: the model's
 own). For each it prints the reach figures, per joint the RMS joint velocity and the
 action's standard deviation over the last second, the mean change of the action per step
-there, and the share of the effector's motion in that second below 2 Hz. If filtering calms the action
-but not the effector, the hover is the closed loop's slow wander, not torque noise.
+there, the share of the effector's motion in that second below 2 Hz, and how much of its
+path is approach: the median of the net displacement over the second and of its share of the
+path (1: a straight run in, still closing on the goal; near 0: a wander about a fixed point).
+If filtering calms the action but not the effector, the hover is the closed loop's slow
+wander, not torque noise.
 Prints JSON.
 """
 
@@ -57,6 +60,7 @@ def last_second(model_dir: str, plant: str, episodes: int, alpha: float,
     steps = round(1.0 / config.env.control_period)
     actions = rolled.actions[:, -steps:]
     effector = rolled.obs[:, -steps:, slice(*spec.effector)]
+    net, path = approach(rolled.obs[:, -steps - 1:, slice(*spec.effector)])
     motion = np.abs(np.fft.rfft(effector - effector.mean(axis=1, keepdims=True), axis=1)).sum(axis=(0, 2))
     slow = np.fft.rfftfreq(steps, d=config.env.control_period) < 2.0
     gain = policy.action_damping.gain if policy.action_damping is not None else 0.0
@@ -64,7 +68,16 @@ def last_second(model_dir: str, plant: str, episodes: int, alpha: float,
             "joint_velocity_rms_last_1s": np.sqrt((rolled.obs[:, -steps:, velocity].astype(np.float64) ** 2).mean(axis=(0, 1))).round(4).tolist(),
             "action_std_last_1s": actions.astype(np.float64).std(axis=1).mean(axis=0).round(4).tolist(),
             "action_change_per_step_last_1s": round(float(np.abs(np.diff(actions, axis=1)).mean()), 4),
-            "effector_motion_below_2hz": round(float(motion[slow].sum() / motion.sum()), 3)}
+            "effector_motion_below_2hz": round(float(motion[slow].sum() / motion.sum()), 3),
+            "last_1s_net_displacement_median_m": round(float(np.median(net)), 4),
+            "last_1s_approach_share_median": round(float(np.median(net / np.maximum(path, 1e-9))), 3)}
+
+
+def approach(effector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per episode, from effector positions ``(E, T, 3)``: the net displacement from the first
+    sample to the last and the path between them (as the eval's ``last_1s_path``)."""
+    net = np.linalg.norm(effector[:, -1] - effector[:, 0], axis=-1)
+    return net, np.linalg.norm(np.diff(effector, axis=1), axis=-1).sum(axis=1)
 
 
 def main(argv: list[str] | None = None) -> None:

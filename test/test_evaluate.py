@@ -176,12 +176,24 @@ def test_suite_misses_study_lists_each_goal_it_misses():
     assert out["rows"][0]["each_second_m"][-1] >= out["rows"][1]["each_second_m"][-1]  # worst first
 
 
+def test_hover_study_tells_an_approach_from_a_wander():
+    from studies.hover import approach
+
+    steps = np.arange(51)[:, None] * np.array([0.001, 0.0, 0.0])  # 1 mm per step along x
+    wander = (np.arange(51) % 2)[:, None] * np.array([0.001, 0.0, 0.0])  # 1 mm there and back
+    net, path = approach(np.stack([steps, wander]))
+    assert net[0] == pytest.approx(0.05) and path[0] == pytest.approx(0.05)  # all approach
+    assert net[1] == 0.0 and path[1] == pytest.approx(0.05)  # the same path, leading nowhere
+
+
 def test_hover_study_low_passes_the_policy_and_reports_the_last_second():
     from studies.hover import last_second
 
     plain, calm = (last_second("models/panda_snn", "nominal", 2, alpha) for alpha in (0.0, 0.9))
     assert plain["alpha"] == 0.0 and len(plain["joint_velocity_rms_last_1s"]) == len(plain["action_std_last_1s"]) == 6
     assert 0.0 <= plain["effector_motion_below_2hz"] <= 1.0 and plain["last_1s_path_median_m"] > 0.0
+    assert 0.0 <= plain["last_1s_approach_share_median"] <= 1.0
+    assert plain["last_1s_net_displacement_median_m"] <= plain["last_1s_path_median_m"] + 1e-4
     # the filter acts: a heavy one cuts the action's change per step
     assert calm["action_change_per_step_last_1s"] < 0.5 * plain["action_change_per_step_last_1s"]
     undamped, damped = (last_second("models/panda_snn", "nominal", 2, 0.0, d) for d in (0.0, 2.0))
