@@ -527,6 +527,29 @@ def test_ctrl_c_stops_the_running_nodes_cleanly(ros, tmp_path):
         assert "Traceback" not in logs[name] and "RCLError" not in logs[name], f"{name}: {logs[name][-3000:]}"
 
 
+def test_sigterm_to_the_bringup_stops_its_nodes_on_their_ways_out():
+    """`kill` (SIGTERM) reaches the bring-up alone, not its nodes: it stops them itself, the
+    controller ramping to zero torque, instead of leaving them running without it."""
+    bringup = subprocess.Popen(
+        [sys.executable, "-m", "snn_control.cli", "bringup", "--no-teleop", "--params", PARAMS],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    bringup.lines = []
+    bringup.reader = threading.Thread(target=lambda: bringup.lines.extend(iter(bringup.stdout.readline, "")), daemon=True)
+    bringup.reader.start()
+    try:
+        assert wait_for_output(bringup, "running; Ctrl-C stops every node", 90), "".join(bringup.lines)[-3000:]
+        bringup.send_signal(signal.SIGTERM)
+        assert bringup.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        if bringup.poll() is None:
+            bringup.kill()
+        bringup.reader.join(timeout=5)
+    out = "".join(bringup.lines)
+    assert "SIGTERM: stopping the nodes" in out
+    assert "stopped: panda_sim ok, snn_controller ok" in out, out[-3000:]
+    assert "ramped to zero torque" in out, out[-3000:]
+
+
 class ArmStates:
     """This process plays the arm: joint states at ``rate_hz``, stamped now (plus
     ``stamp_offset_s``; frozen at one stamp with ``frozen``; none while ``silent``), from a thread."""

@@ -241,14 +241,34 @@ def demo_goals(n: int, seed: int) -> np.ndarray:
     return np.array(kept)
 
 
+class Stopped(Exception):
+    """A SIGTERM (``kill``, a service manager) or SIGHUP (its terminal closed) reached the
+    bring-up. Unlike a Ctrl-C it reached this process alone: the nodes are stopped here, or
+    they would run on without it, the controller still commanding the arm."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame) -> None:
+    raise Stopped(signum)
+
+
 def run_bringup(options: BringupOptions) -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_stopped)
     procs = start_nodes(options)
     grace_s = 0.0  # how long the nodes may take to stop by themselves
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    # Without rclpy's handlers, Ctrl-C is a KeyboardInterrupt here (not a context shut down
-    # under the monitor), and the nodes, which got it too, take their own ways out.
-    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
-    monitor = Monitor()
+    try:
+        # Without rclpy's handlers, Ctrl-C is a KeyboardInterrupt here (not a context shut
+        # down under the monitor), and the nodes, which got it too, take their own ways out.
+        rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
+        monitor = Monitor()
+    except BaseException:
+        print("\n" + stop_nodes(procs))
+        raise
     try:
         monitor.activate()
         monitor.wait_ready()
@@ -280,7 +300,12 @@ def run_bringup(options: BringupOptions) -> int:
         print("\ninterrupted")
         grace_s = 5.0  # the nodes got the Ctrl-C too and are on their ways out
         return 130
+    except Stopped as stopped:
+        print(f"\n{stopped}: stopping the nodes")
+        return 128 + stopped.signum
     finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # a second one must not cut the stopping short
+            signal.signal(sig, signal.SIG_IGN)
         monitor.kinematics.close()
         monitor.destroy_node()
         rclpy.try_shutdown()
