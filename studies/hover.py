@@ -25,6 +25,7 @@ import torch
 
 from snn_control.models.checkpoint import load_model, velocity_slice
 from snn_control.models.networks import ActionDamping
+from snn_control.training.evaluate import effector_path
 from snn_control.training.robustness import PLANTS, plant_rollout
 
 FIGURES = ("success_rate", "success_rate_2cm", "final_distance_median_m", "held_last_1s_rate",
@@ -76,8 +77,7 @@ def last_second(model_dir: str, plant: str, episodes: int, alpha: float,
 def approach(effector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per episode, from effector positions ``(E, T, 3)``: the net displacement from the first
     sample to the last and the path between them (as the eval's ``last_1s_path``)."""
-    net = np.linalg.norm(effector[:, -1] - effector[:, 0], axis=-1)
-    return net, np.linalg.norm(np.diff(effector, axis=1), axis=-1).sum(axis=1)
+    return np.linalg.norm(effector[:, -1] - effector[:, 0], axis=-1), effector_path(effector)
 
 
 def main(argv: list[str] | None = None) -> None:

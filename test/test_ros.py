@@ -51,9 +51,15 @@ def start(node: str, *params: str, autostart: bool = True, env: dict | None = No
         cmd += ["-p", "autostart:=true"]
     for p in params:
         cmd += ["-p", p]
+    return spawn(cmd, env)
+
+
+def spawn(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+    """``cmd`` as a process whose output so far is in ``.lines``, read by a thread so a full
+    pipe never blocks it."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-    proc.lines = []  # its output so far, read by a thread so a full pipe never blocks it
+    proc.lines = []
     proc.reader = threading.Thread(target=lambda: proc.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     proc.reader.start()
     return proc
@@ -530,12 +536,7 @@ def test_ctrl_c_stops_the_running_nodes_cleanly(ros, tmp_path):
 def test_sigterm_to_the_bringup_stops_its_nodes_on_their_ways_out():
     """`kill` (SIGTERM) reaches the bring-up alone, not its nodes: it stops them itself, the
     controller ramping to zero torque, instead of leaving them running without it."""
-    bringup = subprocess.Popen(
-        [sys.executable, "-m", "snn_control.cli", "bringup", "--no-teleop", "--params", PARAMS],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    bringup.lines = []
-    bringup.reader = threading.Thread(target=lambda: bringup.lines.extend(iter(bringup.stdout.readline, "")), daemon=True)
-    bringup.reader.start()
+    bringup = spawn([sys.executable, "-m", "snn_control.cli", "bringup", "--no-teleop", "--params", PARAMS])
     try:
         assert wait_for_output(bringup, "running; Ctrl-C stops every node", 90), "".join(bringup.lines)[-3000:]
         bringup.send_signal(signal.SIGTERM)

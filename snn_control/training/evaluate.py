@@ -69,6 +69,11 @@ def reach_metrics(env: BatchedReachEnv, obs: np.ndarray, goals: np.ndarray) -> d
     return out
 
 
+def effector_path(effector: np.ndarray) -> np.ndarray:
+    """Per episode, the length of the path through effector positions ``(E, T, 3)``."""
+    return np.linalg.norm(np.diff(effector, axis=1), axis=-1).sum(axis=1)
+
+
 def hold_metrics(env: BatchedReachEnv, obs: np.ndarray, distance: np.ndarray, reached: np.ndarray) -> dict[str, float]:
     """How still the arm holds the goal over the episode's last ``HOLD_S``: the share of
     episodes within the success radius at every step of it (what a user sampling the
@@ -76,8 +81,7 @@ def hold_metrics(env: BatchedReachEnv, obs: np.ndarray, distance: np.ndarray, re
     effector's path over it (a settled arm: both near zero; a hovering one: centimetres)."""
     steps = min(distance.shape[1], max(1, round(HOLD_S / env.spec.control_period_s)) + 1)
     last = distance[:, -steps:]
-    effector = obs[:, -steps:, slice(*env.spec.effector)]
-    path = np.linalg.norm(np.diff(effector, axis=1), axis=-1).sum(axis=1)
+    path = effector_path(obs[:, -steps:, slice(*env.spec.effector)])
     return {
         "held_last_1s_rate": float(reached[:, -steps:].all(axis=1).mean()),
         "last_1s_distance_range_median_m": float(np.median(last.max(axis=1) - last.min(axis=1))),
