@@ -41,6 +41,10 @@ class ModelConfig:
     # 50 Hz (the usual choice) layer 2 fired 1.3 Hz at init because layer 1 fires ~12 Hz
     readout_tau_mem: float = 0.01  # s
     readout_tau_syn: float = 0.005  # s
+    policy_substeps: int = 0  # > 0: the policy's own neural substeps per control step (0: substeps)
+    policy_readout_tau_mem: float = 0.0  # s; > 0: the policy's readout time constants (0: the
+    policy_readout_tau_syn: float = 0.0  # readout_tau_* above). More substeps and a slower readout
+    # average the policy's torque over more spikes (docs/training.md, "The hover's source")
     policy_readout_learn_tau: bool = True  # the policy's readout time constants train (with
     # learn_tau). The Panda policy learned 8-65 ms: its torque lagged and the arm circled the goal
     surrogate: str = "multi_gaussian"  # or "fast_sigmoid", "rectangular"
@@ -307,6 +311,11 @@ def _validate(config: ExperimentConfig, where: str) -> None:
     for key in ("hidden", "layers", "substeps"):
         if getattr(m, key) < 1:
             raise ConfigError(f"{where}.model.{key}: must be >= 1")
+    for key in ("policy_substeps", "policy_readout_tau_mem", "policy_readout_tau_syn"):
+        if not getattr(m, key) >= 0:
+            raise ConfigError(f"{where}.model.{key}: must be >= 0 (0: as the shared setting), got {getattr(m, key)}")
+        if getattr(m, key) and m.kind != "snn":
+            raise ConfigError(f"{where}.model.{key}: for a spiking policy (kind 'snn'), got kind {m.kind!r}")
     for key in ("iterations", "envs", "batch", "unroll", "replay_episodes"):
         if getattr(t, key) < 1:
             raise ConfigError(f"{where}.train.{key}: must be >= 1")

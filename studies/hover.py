@@ -1,17 +1,21 @@
 """Where the hover at the goal comes from: the last second of each held-out reach.
 
 ``python -m studies.hover MODEL_DIR [--plant nominal] [--episodes 64] [--alpha 0.0 0.5 0.8]
-[--damping 0.0 0.5]`` lets the model's policy reach the first held-out goals on one plant
-of the robustness suite, once per ``--alpha`` and ``--damping``: its actions low-passed
-across control steps, ``a_t = alpha * a_(t-1) + (1 - alpha) * policy_t`` (0: as the model
-acts), with ``damping`` in place of the model's ``action_damping`` (omitted: the model's
-own). For each it prints the reach figures, per joint the RMS joint velocity and the
+[--damping 0.0 0.5] [--substeps 2 4] [--readout-ms 5 10]`` lets the model's policy reach the
+first held-out goals on one plant of the robustness suite, once per ``--alpha``,
+``--damping``, ``--substeps`` and ``--readout-ms``: its actions low-passed across control
+steps, ``a_t = alpha * a_(t-1) + (1 - alpha) * policy_t`` (0: as the model acts), with
+``damping`` in place of the model's ``action_damping``, its network run with that many
+neural substeps per control step and its readout retimed to that time constant (synapse and
+membrane alike, its steady gain kept; omitted: the model's own). For each it prints the reach figures, per joint the RMS joint velocity and the
 action's standard deviation over the last second, the mean change of the action per step
 there, the share of the effector's motion in that second below 2 Hz, and how much of its
 path is approach: the median of the net displacement over the second and of its share of the
 path (1: a straight run in, still closing on the goal; near 0: a wander about a fixed point).
 If filtering calms the action but not the effector, the hover is the closed loop's slow
-wander, not torque noise.
+wander, not torque noise. ``action_std_frozen_input`` is the action's standard deviation
+per joint over 50 steps with the input held at what the policy saw after 3 s (its own
+history until then): a network whose torque wanders even so wanders on its own.
 Prints JSON.
 """
 
@@ -50,14 +54,18 @@ class LowPassed(torch.nn.Module):
         return action, extra, (inner, action)
 
 
-def last_second(model_dir: str, plant: str, episodes: int, alpha: float,
-                damping: float | None = None) -> dict[str, object]:
+def last_second(model_dir: str, plant: str, episodes: int, alpha: float, damping: float | None = None,
+                substeps: int | None = None, readout_ms: float | None = None) -> dict[str, object]:
     _, policy, spec, config = load_model(model_dir)
     velocity = slice(*velocity_slice(spec.obs_names))
     if damping is not None:
         policy.action_damping = ActionDamping(damping, (velocity.start, velocity.stop)) if damping else None
+    if substeps is not None:
+        policy.net.substeps = substeps
+    if readout_ms is not None:
+        policy.net.readout.retime(readout_ms / 1000.0, readout_ms / 1000.0)
     with torch.no_grad():
-        rolled, _, metrics = plant_rollout(LowPassed(policy, alpha), config, plant, episodes)
+        rolled, goals, metrics = plant_rollout(LowPassed(policy, alpha), config, plant, episodes)
     steps = round(1.0 / config.env.control_period)
     actions = rolled.actions[:, -steps:]
     effector = rolled.obs[:, -steps:, slice(*spec.effector)]
@@ -65,13 +73,32 @@ def last_second(model_dir: str, plant: str, episodes: int, alpha: float,
     motion = np.abs(np.fft.rfft(effector - effector.mean(axis=1, keepdims=True), axis=1)).sum(axis=(0, 2))
     slow = np.fft.rfftfreq(steps, d=config.env.control_period) < 2.0
     gain = policy.action_damping.gain if policy.action_damping is not None else 0.0
-    return {"alpha": alpha, "damping": gain, **{k: round(metrics[k], 4) for k in FIGURES},
+    readout = float(policy.net.readout.time_constants()[1].mean()) * 1000.0
+    return {"alpha": alpha, "damping": gain, "substeps": policy.net.substeps, "readout_ms": round(readout, 3),
+            **{k: round(metrics[k], 4) for k in FIGURES},
             "joint_velocity_rms_last_1s": np.sqrt((rolled.obs[:, -steps:, velocity].astype(np.float64) ** 2).mean(axis=(0, 1))).round(4).tolist(),
             "action_std_last_1s": actions.astype(np.float64).std(axis=1).mean(axis=0).round(4).tolist(),
             "action_change_per_step_last_1s": round(float(np.abs(np.diff(actions, axis=1)).mean()), 4),
             "effector_motion_below_2hz": round(float(motion[slow].sum() / motion.sum()), 3),
             "last_1s_net_displacement_median_m": round(float(np.median(net)), 4),
-            "last_1s_approach_share_median": round(float(np.median(net / np.maximum(path, 1e-9))), 3)}
+            "last_1s_approach_share_median": round(float(np.median(net / np.maximum(path, 1e-9))), 3),
+            "action_std_frozen_input": frozen_input_actions(policy, rolled.obs, goals, 3 * steps).std(axis=1)
+            .mean(axis=0).round(4).tolist()}
+
+
+@torch.no_grad()
+def frozen_input_actions(policy, obs: np.ndarray, goals: np.ndarray, at: int, steps: int = 50) -> np.ndarray:
+    """``(E, steps, A)``: the policy's actions along its recorded inputs ``obs (E, T+1, O)`` up to
+    step ``at``, then ``steps`` more with the input held at step ``at``'s."""
+    goal = torch.as_tensor(goals, dtype=torch.float32)
+    state = policy.initial_state(len(obs), goal)
+    for t in range(at):
+        _, _, state = policy.step(torch.as_tensor(obs[:, t]), goal, state)
+    held, actions = torch.as_tensor(obs[:, at]), []
+    for _ in range(steps):
+        action, _, state = policy.step(held, goal, state)
+        actions.append(action.numpy())
+    return np.stack(actions, axis=1).astype(np.float64)
 
 
 def approach(effector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,13 +114,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--alpha", type=float, nargs="+", default=[0.0])
     parser.add_argument("--damping", type=float, nargs="+", default=[None])
+    parser.add_argument("--substeps", type=int, nargs="+", default=[None])
+    parser.add_argument("--readout-ms", type=float, nargs="+", default=[None])
     args = parser.parse_args(argv)
     if not all(0.0 <= a < 1.0 for a in args.alpha):
         parser.error(f"--alpha must lie in [0, 1), got {args.alpha}")
     if not all(d is None or d >= 0.0 for d in args.damping):
         parser.error(f"--damping must be >= 0, got {args.damping}")
     torch.set_num_threads(1)
-    rows = [last_second(args.model, args.plant, args.episodes, a, d) for d in args.damping for a in args.alpha]
+    if not all(n is None or n >= 1 for n in args.substeps) or not all(r is None or r > 0 for r in args.readout_ms):
+        parser.error(f"--substeps must be >= 1 and --readout-ms > 0, got {args.substeps} and {args.readout_ms}")
+    rows = [last_second(args.model, args.plant, args.episodes, a, d, n, r)
+            for d in args.damping for n in args.substeps for r in args.readout_ms for a in args.alpha]
     print(json.dumps({"model": args.model, "plant": args.plant, "episodes": args.episodes, "rows": rows}, indent=1))
 
 

@@ -199,3 +199,15 @@ def test_hover_study_low_passes_the_policy_and_reports_the_last_second():
     undamped, damped = (last_second("models/panda_snn", "nominal", 2, 0.0, d) for d in (0.0, 2.0))
     assert undamped["damping"] == 0.0 and damped["damping"] == 2.0  # in place of the model's own
     assert damped["joint_velocity_rms_last_1s"] != undamped["joint_velocity_rms_last_1s"]
+
+
+def test_hover_study_runs_the_policy_with_other_substeps_and_readout():
+    from studies.hover import last_second
+
+    own = last_second("models/panda_snn_hold", "nominal", 2, 0.0)
+    slow = last_second("models/panda_snn_hold", "nominal", 2, 0.0, substeps=8, readout_ms=20.0)
+    assert (own["substeps"], own["readout_ms"]) == (2, 5.0) and (slow["substeps"], slow["readout_ms"]) == (8, 20.0)
+    assert len(own["action_std_frozen_input"]) == 6
+    # more spikes per torque, averaged longer: the torque wanders less, input frozen or not
+    assert np.mean(slow["action_std_frozen_input"]) < 0.7 * np.mean(own["action_std_frozen_input"])
+    assert slow["action_change_per_step_last_1s"] < 0.7 * own["action_change_per_step_last_1s"]

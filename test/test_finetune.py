@@ -29,7 +29,7 @@ from snn_control.predictive.finetune import (GATE_SET, SELECTION_SET, FinetuneEr
                                            write_version)
 
 MODEL = "models/panda_snn"
-BASE = "models/panda_snn_base"  # panda_snn's parent: a session start that differs from the running model
+BASE = "models/panda_snn_base"  # panda_snn's first stage: a session start that differs from the running model
 STORE = get_typestore(Stores.ROS2_KILTED)
 T = STORE.types
 ARM = [f"panda_joint{i}" for i in range(1, 8)]

@@ -128,3 +128,57 @@ def test_policy_readout_time_constants_can_be_fixed_alone():
     assert predictor.net.readout.log_tau_mem.requires_grad  # and the predictor its readout's
     learning = build_networks(ModelConfig(hidden=16, rank=4, substeps=1), 4, 2, 2)[1]
     assert parameter_count(learning) - parameter_count(policy) == 2 * 2  # mem + syn per output
+
+
+def test_the_policy_can_run_its_own_substeps_and_readout_time_constants():
+    cfg = ModelConfig(hidden=16, rank=4, substeps=2, policy_substeps=4, policy_readout_tau_syn=0.02,
+                      policy_readout_tau_mem=0.03, policy_readout_learn_tau=False)
+    predictor, policy = build_networks(cfg, 4, 2, 2)
+    assert (predictor.net.substeps, policy.net.substeps) == (2, 4)
+    tau_syn, tau_mem = policy.net.readout.time_constants()
+    torch.testing.assert_close(tau_syn, torch.full((2,), 0.02))
+    torch.testing.assert_close(tau_mem, torch.full((2,), 0.03))
+    torch.testing.assert_close(predictor.net.readout.time_constants()[0], torch.full((4,), cfg.readout_tau_syn))
+    shared = build_networks(ModelConfig(hidden=16, rank=4, substeps=2), 4, 2, 2)[1]
+    assert shared.net.substeps == 2
+    torch.testing.assert_close(shared.net.readout.time_constants()[0], torch.full((2,), ModelConfig.readout_tau_syn))
+
+
+def _steady_readout(readout, spikes, steps=400):
+    state = readout.initial_state(spikes.shape[0], spikes)
+    with torch.no_grad():
+        for _ in range(steps):
+            state = readout.step(spikes, state, readout.decays())
+    return state.output
+
+
+def test_a_retimed_readout_keeps_its_steady_output_and_averages_longer():
+    from snn_control.spiking.neurons import LeakyReadout
+
+    torch.manual_seed(0)
+    readout = LeakyReadout(32, 3, dt=0.005, tau_mem=0.005, tau_syn=0.005, learn_tau=False)
+    constant = (torch.rand(1, 32) < 0.3).float()
+    before = _steady_readout(readout, constant)
+    flicker = (torch.rand(200, 1, 32) < 0.3).float()  # spikes that change every substep
+
+    def spread():
+        state, out = readout.initial_state(1, constant), []
+        with torch.no_grad():
+            for s in flicker:
+                state = readout.step(s, state, readout.decays())
+                out.append(state.output)
+        return torch.stack(out[50:]).std(0)
+
+    quick = spread()
+    readout.retime(0.02, 0.02)
+    torch.testing.assert_close(readout.time_constants()[1], torch.full((3,), 0.02))
+    torch.testing.assert_close(_steady_readout(readout, constant), before, rtol=1e-4, atol=1e-5)
+    assert (spread() < 0.7 * quick).all()
+
+
+def test_config_refuses_bad_policy_timing():
+    for key, value in (("policy_substeps", -1), ("policy_readout_tau_syn", -0.01), ("policy_readout_tau_mem", -1.0)):
+        with pytest.raises(C.ConfigError, match=f"model.{key}"):
+            C.load("config/panda_snn.yaml", [f"model.{key}={value}"])
+    with pytest.raises(C.ConfigError, match="model.policy_substeps: for a spiking policy"):
+        C.load("config/panda_gru.yaml", ["model.policy_substeps=4"])

@@ -14,7 +14,7 @@ from snn_control.models.checkpoint import load_model
 from snn_control.training.evaluate import HELDOUT_EPISODES
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-SHIPPED = ["reacher_snn", "panda_snn_base", "panda_snn", "panda_gru"]
+SHIPPED = ["reacher_snn", "panda_snn_base", "panda_snn_hold", "panda_snn", "panda_gru"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -22,11 +22,11 @@ def test_shipped_model_and_its_eval_json(name):
     model_dir = MODELS / name
     predictor, policy, spec, config = load_model(model_dir)
     shipped_config = C.load(Path("config") / f"{name}.yaml")
-    # trained by the config of the same name (threads is a run-time setting only); panda_snn's
-    # integral action and damping, which have no weights, were added after its training
-    # (docs/training.md)
+    # trained by the config of the same name (threads is a run-time setting only); the integral
+    # action and damping of panda_snn (and of panda_snn_hold, shipped before it), which have no
+    # weights, were added after their training (docs/training.md)
     model = config.model
-    if name == "panda_snn":
+    if name in ("panda_snn", "panda_snn_hold"):
         integral = (model.goal_integral_gain, model.goal_integral_tau_s, model.goal_integral_limit_m,
                     model.goal_integral_radius_m)
         assert integral == (2.0, 1.0, 0.1, 0.1) and model.action_damping == 0.5

@@ -342,3 +342,53 @@ def test_run_keeps_its_best_validation_checkpoint(tiny_run):
     assert kept[-1]["iteration"] == record["iteration"]
     predictor, policy, _, _ = load_model(tiny_run / "best")
     assert predictor is not None and policy is not None
+
+
+def test_training_goes_on_with_another_policy_timing(tiny_run, tmp_path):
+    """More substeps and a slower, fixed readout for a trained policy: the readout keeps its
+    steady gain, the I/O spec and the saved model carry the new timing."""
+    from snn_control.models.checkpoint import load_model
+
+    _, policy, _, _ = load_model(tiny_run)
+    timing = ["model.policy_substeps=3", "model.policy_readout_learn_tau=false",
+              "model.policy_readout_tau_syn=0.02", "model.policy_readout_tau_mem=0.02"]
+    trainer = Trainer(tiny_config([f"train.init_from={tiny_run}", "train.iterations=1", "train.eval_every=0",
+                                   *timing]), tmp_path / "on")
+    readout = trainer.policy.net.readout
+    assert trainer.policy.net.substeps == 3 and trainer.io_spec.substeps == 3
+    torch.testing.assert_close(readout.time_constants()[0], torch.full_like(readout.time_constants()[0], 0.02))
+    spikes = (torch.rand(2, readout.weight.in_features, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    steady = []
+    for r in (policy.net.readout, readout):
+        state = r.initial_state(2, spikes)
+        with torch.no_grad():
+            for _ in range(500):
+                state = r.step(spikes, state, r.decays())
+        steady.append(state.output)
+    torch.testing.assert_close(steady[1], steady[0], rtol=1e-3, atol=1e-4)
+    trainer.fit(progress=False)
+    _, again, spec, _ = load_model(tmp_path / "on")
+    assert again.net.substeps == 3 and spec.substeps == 3
+    torch.testing.assert_close(again.net.readout.time_constants()[0], readout.time_constants()[0])
+
+
+def test_a_model_directory_edited_to_another_policy_timing(tiny_run, tmp_path):
+    """config.yaml's policy timing acts on a saved model: the readout is retimed on load;
+    substeps that its io_spec.json does not say are refused."""
+    import shutil
+
+    import yaml
+
+    from snn_control.models.checkpoint import CheckpointError, load_model
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_run, model, ignore=shutil.ignore_patterns("train_state.pt", "replay.npz"))
+    config = yaml.safe_load((model / "config.yaml").read_text())
+    config["model"].update(policy_readout_learn_tau=False, policy_readout_tau_syn=0.03, policy_readout_tau_mem=0.03)
+    (model / "config.yaml").write_text(yaml.safe_dump(config))
+    _, policy, _, _ = load_model(model)
+    torch.testing.assert_close(policy.net.readout.time_constants()[1], torch.full((policy.net.readout.size,), 0.03))
+    config["model"]["policy_substeps"] = config["model"]["substeps"] + 1
+    (model / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(CheckpointError, match="io_spec.json says"):
+        load_model(model)

@@ -16,6 +16,7 @@ Training also keeps ``train_state.pt`` (optimizers, iteration, RNG) and
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,7 +29,9 @@ from ..envs import kinematic_layout
 from .actors import ACTOR_DT_S, ActorPolicy, SpikingActor, build_actor
 from .inference import FastPolicy, FastPredictor
 from .io_spec import IOSpec, IOSpecMismatch
-from .networks import build_networks
+from .networks import SpikingPolicy, build_networks, match_readout_timing, policy_timing
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -60,7 +63,7 @@ def io_spec_for(config: config_mod.ExperimentConfig, env_spec) -> IOSpec:
     if config.algorithm == "td3":  # the actor's neural steps per action
         snn, substeps, dt = config.rl.actor == "snn", config.rl.timesteps, ACTOR_DT_S
     else:
-        snn, substeps, dt = config.model.kind == "snn", config.model.substeps, config.model.dt
+        snn, substeps, dt = config.model.kind == "snn", policy_timing(config.model)["substeps"], config.model.dt
     scaling = {
         "reacher": "hand (x, y) / 0.9 m; sin, cos of both joints; joint velocity / (pi/2) rad/s",
         "panda": "joint position scaled to [-1, 1] by its limits; joint velocity / velocity limit; "
@@ -178,4 +181,10 @@ def load_model(directory: str | Path, expected_spec: dict[str, Any] | None = Non
         except RuntimeError as exc:
             raise CheckpointError(f"{directory / 'model.pt'}: {name} weights do not fit config.yaml ({exc})") from None
         net.eval()
+    if isinstance(policy, SpikingPolicy):
+        if match_readout_timing(policy, config.model):
+            log.info("%s: the policy's readout retimed to config.yaml's time constants", directory)
+        if spec.substeps != policy.net.substeps:
+            raise CheckpointError(f"{directory}: io_spec.json says {spec.substeps} neural substeps per control "
+                                  f"step, config.yaml's policy runs {policy.net.substeps}")
     return Model(predictor, policy, spec, config)

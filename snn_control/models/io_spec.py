@@ -42,6 +42,11 @@ class IOSpec:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def interface(self) -> dict[str, Any]:
+        """:meth:`to_dict` without how the policy computes (its substeps): what another model must
+        share to take this one's place or to go on from it."""
+        return {k: v for k, v in self.to_dict().items() if k != "substeps"}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "io_spec") -> "IOSpec":
         names = {f.name for f in dataclasses.fields(cls)}

@@ -339,6 +339,33 @@ class MLPPolicy(nn.Module):
         return TorchPolicyStep(self)
 
 
+def policy_timing(model_cfg) -> dict[str, Any]:
+    """The spiking policy's substeps and readout time constants: its own where the config sets
+    them (``policy_substeps``, ``policy_readout_tau_*``), else the ones both nets share."""
+    return {"substeps": model_cfg.policy_substeps or model_cfg.substeps,
+            "readout_tau_syn": model_cfg.policy_readout_tau_syn or model_cfg.readout_tau_syn,
+            "readout_tau_mem": model_cfg.policy_readout_tau_mem or model_cfg.readout_tau_mem}
+
+
+def match_readout_timing(policy: nn.Module, model_cfg) -> bool:
+    """After weights were loaded into ``policy``: where its readout's fixed time constants
+    (not trained) are not the config's, retime the readout to the config's, its steady gain
+    kept (:meth:`.LeakyReadout.retime`), so that a policy trained with one readout goes on
+    with another. True if it did. Trained time constants are the weights' own."""
+    if not isinstance(policy, SpikingPolicy):
+        return False
+    readout = policy.net.readout
+    if readout.log_tau_syn.requires_grad:
+        return False
+    timing = policy_timing(model_cfg)
+    want = torch.tensor([timing["readout_tau_syn"], timing["readout_tau_mem"]])
+    have = torch.stack([t.detach().float() for t in readout.time_constants()])
+    if torch.allclose(have, want[:, None].expand_as(have), rtol=1e-5, atol=0.0):
+        return False
+    readout.retime(timing["readout_tau_syn"], timing["readout_tau_mem"])
+    return True
+
+
 def parameter_count(module: nn.Module) -> int:
     """Trainable parameters (fixed time constants and buffers excluded)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -402,7 +429,8 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
         SpikingPredictor(obs_dim, act_dim, kwargs(), model_cfg.layers, model_cfg.momentum_prior,
                          model_cfg.action_term, kinematics),
         SpikingPolicy(obs_dim, goal_dim, act_dim,
-                      kwargs(readout_learn_tau=model_cfg.learn_tau and model_cfg.policy_readout_learn_tau),
+                      {**kwargs(readout_learn_tau=model_cfg.learn_tau and model_cfg.policy_readout_learn_tau),
+                       **policy_timing(model_cfg)},
                       model_cfg.layers, goal_error, integral, model_cfg.policy_recurrent,
                       (tuple(effector), model_cfg.policy_fine_error_m) if model_cfg.policy_fine_error_m else None,
                       damping),

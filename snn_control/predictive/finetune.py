@@ -329,9 +329,10 @@ def _check_sessions(s: FinetuneSettings, spec, sessions: SessionEpisodes) -> Non
 
 
 def load_session_start(directory: str | Path, spec) -> tuple:
-    """``(predictor, policy)`` of the model the session started from; it must share ``spec``."""
+    """``(predictor, policy)`` of the model the session started from; it must share ``spec``'s
+    interface (its policy may run other substeps)."""
     try:
-        predictor, policy, _, _ = load_model(directory, expected_spec=spec.to_dict())
+        predictor, policy, _, _ = load_model(directory, expected_spec=spec.interface())
     except (CheckpointError, IOSpecMismatch) as exc:
         raise FinetuneError(f"session start model: {exc}") from None
     if predictor is None:

@@ -20,6 +20,7 @@ The run directory is a model directory (see ``checkpoint``) plus ``train_state.p
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,11 +34,14 @@ from ..envs.base import velocity_indices
 from ..models import io_spec_for
 from ..paths import resolve
 from ..models.checkpoint import atomic_write_bytes, networks_for, save_model
+from ..models.networks import match_readout_timing
 from ..training.collect import rollout
 from ..training.fitloop import FitLoop, load_state, save_state
 from .replay import EpisodicReplay
 from .updates import (activity_penalty, make_optimizer, policy_step, predictor_step,  # noqa: F401 (re-exported)
                       real_rest_windows, use_training_path)
+
+log = logging.getLogger(__name__)
 
 TRAIN_STREAM, VALIDATION_STREAM = 1, 2  # RNG streams; held-out evaluation uses its own seed
 
@@ -203,7 +207,7 @@ class Trainer:
         """Start from a trained model's weights (its I/O spec must be this run's)."""
         from ..models.checkpoint import CheckpointError, load_model
 
-        predictor, policy, _, config = load_model(resolve(directory), self.io_spec.to_dict())
+        predictor, policy, _, config = load_model(resolve(directory), self.io_spec.interface())
         if predictor is None:
             raise CheckpointError(f"train.init_from {directory}: a TD3 model (actor only); "
                                   "predictive training needs a forward model to go on from")
@@ -215,6 +219,8 @@ class Trainer:
                 self.policy.load_grown(policy.state_dict())
             else:
                 self.policy.load_state_dict(policy.state_dict())
+            if match_readout_timing(self.policy, mine):
+                log.info("train.init_from %s: the policy's readout retimed to this config's time constants", directory)
         except RuntimeError as exc:  # other sizes or kinds than this config's networks
             raise CheckpointError(f"train.init_from {directory}: its networks ({config.model.kind}, "
                                   f"hidden {config.model.hidden}) do not fit this config's ({exc})") from None

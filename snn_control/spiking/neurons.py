@@ -224,6 +224,24 @@ class LeakyReadout(nn.Module):
         zeros = like.new_zeros(batch, self.size)
         return ReadoutState(zeros, zeros)
 
+    def time_constants(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tau_syn, tau_mem)`` per output, in seconds, as the decays use them."""
+        lo, hi = math.log(TAU_MIN), math.log(TAU_MAX)
+        return self.log_tau_syn.clamp(lo, hi).exp(), self.log_tau_mem.clamp(lo, hi).exp()
+
+    @torch.no_grad()
+    def retime(self, tau_syn: float, tau_mem: float) -> None:
+        """New time constants, with the weights and bias rescaled so that a constant input
+        gives the same steady output: the current's steady gain is ``1 / (1 - beta_syn)``,
+        the potential's is one. Spikes are then averaged over a longer or shorter window."""
+        old_syn, _ = self.decays()
+        self.log_tau_syn.fill_(math.log(tau_syn))
+        self.log_tau_mem.fill_(math.log(tau_mem))
+        new_syn, _ = self.decays()
+        ratio = (1.0 - new_syn) / (1.0 - old_syn)
+        self.weight.weight.mul_(ratio[:, None])
+        self.weight.bias.mul_(ratio)
+
     def step(
         self, spikes: torch.Tensor, state: ReadoutState, decays: tuple[torch.Tensor, torch.Tensor]
     ) -> ReadoutState:
