@@ -3,7 +3,7 @@
     python bench/time_to_skill.py [--quick] [--task reacher|panda|both] [--threshold 0.9]
 
 Trains ``config/reacher_snn.yaml`` and/or ``config/panda_snn_base.yaml`` (the Panda's
-from-scratch stage; ``panda_snn.yaml`` fine-tunes its result) from scratch with the
+from-scratch stage; ``panda_snn_hold.yaml`` and ``panda_snn.yaml`` fine-tune its result) from scratch with the
 project's trainer (fused, compiled neuron steps; the config's threads and env workers)
 into a temporary directory, validating every ``--every`` iterations on the trainer's
 validation goals, and reports the first trainer-clock time (``time/elapsed_s``: training
