@@ -131,7 +131,8 @@ def time_paths(predictor, policy, obs, goals):
 
 def measure(name, predictor, policy, obs, goals):
     result = {"model": name, "parameters": parameter_count(predictor) + parameter_count(policy),
-              "substeps": policy.net.substeps, "hidden": policy.net.layers[0].size,
+              "substeps": policy.net.substeps, "predictor_substeps": predictor.net.substeps,
+              "hidden": policy.net.layers[0].size,
               "steps": len(obs)}
     result.update(check_equivalence(predictor, policy, obs, goals))
     gc.collect()

@@ -90,7 +90,9 @@ def tables(quick: bool) -> str:
                 "| model | p50 us | p99 us | p99.9 us | reference p99 us | speedup p99 | spikes identical | max output diff |",
                 "|---|---|---|---|---|---|---|---|"]
         for m in r["models"].values():
-            out.append(f"| {m['model']} ({m['hidden']} x 2, S={m['substeps']}) | {m['p50_us']:.0f} | {m['p99_us']:.0f} | "
+            pred = m.get("predictor_substeps", m["substeps"])  # older results: one S for both nets
+            s = f"S={m['substeps']}" if pred == m["substeps"] else f"S={m['substeps']} policy, {pred} predictor"
+            out.append(f"| {m['model']} ({m['hidden']} x 2, {s}) | {m['p50_us']:.0f} | {m['p99_us']:.0f} | "
                        f"{m['p999_us']:.0f} | {m['reference_p99_us']:.0f} | {m['speedup_p99']:.1f}x | "
                        f"{m['spikes_identical']} | {m['max_abs_output_diff']:.1e} |")
         out += ["", _source(r), ""]

@@ -314,8 +314,16 @@ def _validate(config: ExperimentConfig, where: str) -> None:
     for key in ("policy_substeps", "policy_readout_tau_mem", "policy_readout_tau_syn"):
         if not getattr(m, key) >= 0:
             raise ConfigError(f"{where}.model.{key}: must be >= 0 (0: as the shared setting), got {getattr(m, key)}")
-        if getattr(m, key) and m.kind != "snn":
-            raise ConfigError(f"{where}.model.{key}: for a spiking policy (kind 'snn'), got kind {m.kind!r}")
+        if getattr(m, key) and (m.kind != "snn" or config.algorithm != "predictive"):
+            raise ConfigError(f"{where}.model.{key}: for a spiking policy trained by algorithm 'predictive', "
+                              f"got kind {m.kind!r}, algorithm {config.algorithm!r}")
+    for key in ("policy_readout_tau_mem", "policy_readout_tau_syn"):
+        value = getattr(m, key)
+        if value and not 1e-3 <= value <= 7.0:
+            raise ConfigError(f"{where}.model.{key}: must be 0 or within [0.001, 7] s, got {value}")
+        if value and m.learn_tau and m.policy_readout_learn_tau:
+            raise ConfigError(f"{where}.model.{key}: fixes the policy's readout time constants; set "
+                              f"model.policy_readout_learn_tau: false (a learned readout keeps its own)")
     for key in ("iterations", "envs", "batch", "unroll", "replay_episodes"):
         if getattr(t, key) < 1:
             raise ConfigError(f"{where}.train.{key}: must be >= 1")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from snn_control.models.checkpoint import load_model, velocity_slice
-from snn_control.models.networks import ActionDamping
+from snn_control.models.networks import ActionDamping, policy_input
 from snn_control.training.evaluate import effector_path
 from snn_control.training.robustness import PLANTS, plant_rollout
 
@@ -89,14 +89,24 @@ def last_second(model_dir: str, plant: str, episodes: int, alpha: float, damping
 @torch.no_grad()
 def frozen_input_actions(policy, obs: np.ndarray, goals: np.ndarray, at: int, steps: int = 50) -> np.ndarray:
     """``(E, steps, A)``: the policy's actions along its recorded inputs ``obs (E, T+1, O)`` up to
-    step ``at``, then ``steps`` more with the input held at step ``at``'s."""
+    step ``at``, then ``steps`` more with the network's input held at step ``at``'s: the
+    goal integral, if any, held too (it would otherwise go on moving the goal it shows)."""
+    if not 0 <= at < obs.shape[1]:
+        raise ValueError(f"cannot hold the input at step {at} of {obs.shape[1]}-step episodes")
     goal = torch.as_tensor(goals, dtype=torch.float32)
     state = policy.initial_state(len(obs), goal)
     for t in range(at):
         _, _, state = policy.step(torch.as_tensor(obs[:, t]), goal, state)
-    held, actions = torch.as_tensor(obs[:, at]), []
+    held = torch.as_tensor(obs[:, at])
+    if policy.goal_integral is not None:
+        state, integral = state
+        goal, _ = policy.goal_integral.shifted(held, goal, integral)
+    x, actions = policy_input(held, goal, policy.goal_error, policy.fine_error), []
     for _ in range(steps):
-        action, _, state = policy.step(held, goal, state)
+        potential, state = policy.net.step(x, state)
+        action = torch.tanh(potential)
+        if policy.action_damping is not None:
+            action = policy.action_damping.applied(action, held)
         actions.append(action.numpy())
     return np.stack(actions, axis=1).astype(np.float64)
 

@@ -157,6 +157,8 @@ def test_a_retimed_readout_keeps_its_steady_output_and_averages_longer():
 
     torch.manual_seed(0)
     readout = LeakyReadout(32, 3, dt=0.005, tau_mem=0.005, tau_syn=0.005, learn_tau=False)
+    with torch.no_grad():
+        readout.weight.bias.uniform_(-0.5, 0.5)  # the bias is rescaled with the weights
     constant = (torch.rand(1, 32) < 0.3).float()
     before = _steady_readout(readout, constant)
     flicker = (torch.rand(200, 1, 32) < 0.3).float()  # spikes that change every substep
@@ -182,3 +184,10 @@ def test_config_refuses_bad_policy_timing():
             C.load("config/panda_snn.yaml", [f"model.{key}={value}"])
     with pytest.raises(C.ConfigError, match="model.policy_substeps: for a spiking policy"):
         C.load("config/panda_gru.yaml", ["model.policy_substeps=4"])
+    with pytest.raises(C.ConfigError, match="model.policy_substeps: for a spiking policy trained by"):
+        C.load("config/reacher_td3.yaml", ["model.policy_substeps=4"])  # TD3's actor has rl.timesteps
+    for value in (0.0005, 8.0):  # outside the range the time constants are clamped to
+        with pytest.raises(C.ConfigError, match="model.policy_readout_tau_syn: must be 0 or within"):
+            C.load("config/panda_snn.yaml", [f"model.policy_readout_tau_syn={value}"])
+    with pytest.raises(C.ConfigError, match="set model.policy_readout_learn_tau: false"):  # a learned one keeps its own
+        C.load("config/panda_snn.yaml", ["model.policy_readout_learn_tau=true"])

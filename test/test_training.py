@@ -347,7 +347,7 @@ def test_run_keeps_its_best_validation_checkpoint(tiny_run):
 def test_training_goes_on_with_another_policy_timing(tiny_run, tmp_path):
     """More substeps and a slower, fixed readout for a trained policy: the readout keeps its
     steady gain, the I/O spec and the saved model carry the new timing."""
-    from snn_control.models.checkpoint import load_model
+    from snn_control.models.checkpoint import CheckpointError, load_model
 
     _, policy, _, _ = load_model(tiny_run)
     timing = ["model.policy_substeps=3", "model.policy_readout_learn_tau=false",
@@ -370,6 +370,10 @@ def test_training_goes_on_with_another_policy_timing(tiny_run, tmp_path):
     _, again, spec, _ = load_model(tmp_path / "on")
     assert again.net.substeps == 3 and spec.substeps == 3
     torch.testing.assert_close(again.net.readout.time_constants()[0], readout.time_constants()[0])
+    # the shared substeps are the forward model's timing: another value does not go on from it
+    shared = trainer.config.model.substeps + 1
+    with pytest.raises(CheckpointError, match="model.substeps and model.dt say"):
+        Trainer(tiny_config([f"train.init_from={tiny_run}", f"model.substeps={shared}"]), tmp_path / "other")
 
 
 def test_a_model_directory_edited_to_another_policy_timing(tiny_run, tmp_path):

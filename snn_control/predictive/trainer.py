@@ -211,9 +211,13 @@ class Trainer:
         if predictor is None:
             raise CheckpointError(f"train.init_from {directory}: a TD3 model (actor only); "
                                   "predictive training needs a forward model to go on from")
+        mine, theirs = self.config.model, config.model
+        if (mine.substeps, mine.dt) != (theirs.substeps, theirs.dt):  # the forward model's timing
+            raise CheckpointError(f"train.init_from {directory}: its networks ran {theirs.substeps} substeps "
+                                  f"of {theirs.dt} s, this config's model.substeps and model.dt say "
+                                  f"{mine.substeps} of {mine.dt} s (model.policy_substeps changes the policy's alone)")
         try:
             self.predictor.load_state_dict(predictor.state_dict())
-            mine, theirs = self.config.model, config.model
             if (mine.policy_recurrent and not theirs.policy_recurrent) or (
                     mine.policy_fine_error_m and not theirs.policy_fine_error_m):
                 self.policy.load_grown(policy.state_dict())
