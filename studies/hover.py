@@ -22,13 +22,14 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
 import numpy as np
 import torch
 
 from snn_control.models.checkpoint import load_model, velocity_slice
-from snn_control.models.networks import ActionDamping, policy_input
+from snn_control.models.networks import ActionDamping
 from snn_control.training.evaluate import effector_path
 from snn_control.training.robustness import PLANTS, plant_rollout
 
@@ -98,15 +99,14 @@ def frozen_input_actions(policy, obs: np.ndarray, goals: np.ndarray, at: int, st
     for t in range(at):
         _, _, state = policy.step(torch.as_tensor(obs[:, t]), goal, state)
     held = torch.as_tensor(obs[:, at])
-    if policy.goal_integral is not None:
+    if policy.goal_integral is not None:  # from here on, the goal it shows at step ``at``
         state, integral = state
         goal, _ = policy.goal_integral.shifted(held, goal, integral)
-    x, actions = policy_input(held, goal, policy.goal_error, policy.fine_error), []
+        policy = copy.copy(policy)
+        policy.goal_integral = None
+    actions = []
     for _ in range(steps):
-        potential, state = policy.net.step(x, state)
-        action = torch.tanh(potential)
-        if policy.action_damping is not None:
-            action = policy.action_damping.applied(action, held)
+        action, _, state = policy.step(held, goal, state)
         actions.append(action.numpy())
     return np.stack(actions, axis=1).astype(np.float64)
 

@@ -50,3 +50,12 @@ class ScriptedPolicy:
         self.seen.append((obs.clone(), goal.clone()))  # as shown, even if changed later
         action = torch.full((len(obs), 2), self.bias + self.swing * (-1) ** t)
         return action, action, t + 1
+
+
+def steady_readout(readout, spikes, steps=400):
+    """A readout's output after ``steps`` substeps of the same ``spikes``: its steady state."""
+    state = readout.initial_state(spikes.shape[0], spikes)
+    with torch.no_grad():
+        for _ in range(steps):
+            state = readout.step(spikes, state, readout.decays())
+    return state.output

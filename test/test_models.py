@@ -8,6 +8,7 @@ from snn_control import config as C
 from snn_control.config import ModelConfig
 from snn_control.models import GRUPredictor, MLPPolicy, build_networks, parameter_count
 from snn_control.models.checkpoint import networks_for
+from test.conftest import steady_readout
 
 
 def test_spiking_nets_shapes_and_first_layer_recurrent():
@@ -144,14 +145,6 @@ def test_the_policy_can_run_its_own_substeps_and_readout_time_constants():
     torch.testing.assert_close(shared.net.readout.time_constants()[0], torch.full((2,), ModelConfig.readout_tau_syn))
 
 
-def _steady_readout(readout, spikes, steps=400):
-    state = readout.initial_state(spikes.shape[0], spikes)
-    with torch.no_grad():
-        for _ in range(steps):
-            state = readout.step(spikes, state, readout.decays())
-    return state.output
-
-
 def test_a_retimed_readout_keeps_its_steady_output_and_averages_longer():
     from snn_control.spiking.neurons import LeakyReadout
 
@@ -160,7 +153,7 @@ def test_a_retimed_readout_keeps_its_steady_output_and_averages_longer():
     with torch.no_grad():
         readout.weight.bias.uniform_(-0.5, 0.5)  # the bias is rescaled with the weights
     constant = (torch.rand(1, 32) < 0.3).float()
-    before = _steady_readout(readout, constant)
+    before = steady_readout(readout, constant)
     flicker = (torch.rand(200, 1, 32) < 0.3).float()  # spikes that change every substep
 
     def spread():
@@ -174,7 +167,7 @@ def test_a_retimed_readout_keeps_its_steady_output_and_averages_longer():
     quick = spread()
     readout.retime(0.02, 0.02)
     torch.testing.assert_close(readout.time_constants()[1], torch.full((3,), 0.02))
-    torch.testing.assert_close(_steady_readout(readout, constant), before, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(steady_readout(readout, constant), before, rtol=1e-4, atol=1e-5)
     assert (spread() < 0.7 * quick).all()
 
 

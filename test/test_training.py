@@ -7,7 +7,7 @@ import torch
 from snn_control.predictive.trainer import Trainer, make_optimizer
 from snn_control.predictive.updates import still_action_penalties
 
-from test.conftest import ScriptedPolicy, tiny_config
+from test.conftest import ScriptedPolicy, steady_readout, tiny_config
 
 
 def _rows(run_dir):
@@ -358,14 +358,8 @@ def test_training_goes_on_with_another_policy_timing(tiny_run, tmp_path):
     assert trainer.policy.net.substeps == 3 and trainer.io_spec.substeps == 3
     torch.testing.assert_close(readout.time_constants()[0], torch.full_like(readout.time_constants()[0], 0.02))
     spikes = (torch.rand(2, readout.weight.in_features, generator=torch.Generator().manual_seed(0)) < 0.3).float()
-    steady = []
-    for r in (policy.net.readout, readout):
-        state = r.initial_state(2, spikes)
-        with torch.no_grad():
-            for _ in range(500):
-                state = r.step(spikes, state, r.decays())
-        steady.append(state.output)
-    torch.testing.assert_close(steady[1], steady[0], rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(steady_readout(readout, spikes, 500), steady_readout(policy.net.readout, spikes, 500),
+                               rtol=1e-3, atol=1e-4)
     trainer.fit(progress=False)
     _, again, spec, _ = load_model(tmp_path / "on")
     assert again.net.substeps == 3 and spec.substeps == 3
