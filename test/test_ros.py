@@ -540,7 +540,9 @@ def test_sigterm_to_the_bringup_stops_its_nodes_on_their_ways_out():
     try:
         assert wait_for_output(bringup, "running; Ctrl-C stops every node", 90), "".join(bringup.lines)[-3000:]
         bringup.send_signal(signal.SIGTERM)
-        assert bringup.wait(timeout=30) == 128 + signal.SIGTERM
+        code = bringup.wait(timeout=30)
+        bringup.reader.join(timeout=5)
+        assert code == 128 + signal.SIGTERM, "".join(bringup.lines)[-3000:]
     finally:
         if bringup.poll() is None:
             bringup.kill()
