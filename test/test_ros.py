@@ -533,12 +533,11 @@ def test_ctrl_c_stops_the_running_nodes_cleanly(ros, tmp_path):
         assert "Traceback" not in logs[name] and "RCLError" not in logs[name], f"{name}: {logs[name][-3000:]}"
 
 
-def test_sigterm_to_the_bringup_stops_its_nodes_on_their_ways_out():
-    """`kill` (SIGTERM) reaches the bring-up alone, not its nodes: it stops them itself, the
-    controller ramping to zero torque, instead of leaving them running without it."""
+def _sigterm_to_bringup(after: str) -> str:
+    """A bring-up sent SIGTERM once its output shows ``after``: asserts its exit code, returns its output."""
     bringup = spawn([sys.executable, "-m", "snn_control.cli", "bringup", "--no-teleop", "--params", PARAMS])
     try:
-        assert wait_for_output(bringup, "running; Ctrl-C stops every node", 90), "".join(bringup.lines)[-3000:]
+        assert wait_for_output(bringup, after, 90), "".join(bringup.lines)[-3000:]
         bringup.send_signal(signal.SIGTERM)
         code = bringup.wait(timeout=30)
         bringup.reader.join(timeout=5)
@@ -548,9 +547,25 @@ def test_sigterm_to_the_bringup_stops_its_nodes_on_their_ways_out():
             bringup.kill()
         bringup.reader.join(timeout=5)
     out = "".join(bringup.lines)
-    assert "SIGTERM: stopping the nodes" in out
+    assert "SIGTERM: stopping the nodes" in out, out[-3000:]
+    assert "stopped: panda_sim ok" in out and " killed" not in out, out[-3000:]
+    return out
+
+
+def test_sigterm_to_the_bringup_stops_its_nodes_on_their_ways_out():
+    """`kill` (SIGTERM) reaches the bring-up alone, not its nodes: it stops them itself, the
+    controller ramping to zero torque, instead of leaving them running without it."""
+    out = _sigterm_to_bringup("running; Ctrl-C stops every node")
     assert "stopped: panda_sim ok, snn_controller ok" in out, out[-3000:]
     assert "ramped to zero torque" in out, out[-3000:]
+
+
+def test_sigterm_while_the_bringup_starts_its_nodes_stops_them_too():
+    """A SIGTERM before the controller is up (the bring-up still waiting for its lifecycle
+    service) is taken at the bring-up's next wait, not raised inside rclpy: the same exit code,
+    every node stopped by its SIGINT (the controller may still be importing, and exit on it)."""
+    out = _sigterm_to_bringup("Panda simulated at")
+    assert "running; Ctrl-C" not in out, out[-3000:]
 
 
 class ArmStates:

@@ -170,18 +170,34 @@ class Monitor(Node):
                 self.feedback_pub.publish(fb)
 
     def fetch_markers(self, timeout_s: float = 5.0):
-        if not self.markers.wait_for_service(timeout_sec=timeout_s):
+        if not self.service_ready(self.markers, timeout_s):
             raise RuntimeError("goal_teleop's get_interactive_markers service is not available")
         future = self.markers.call_async(GetInteractiveMarkers.Request())
-        rclpy.spin_until_future_complete(self, future, timeout_sec=timeout_s)
+        self.spin_until(future, timeout_s)
         if future.result() is None:
             raise RuntimeError("get_interactive_markers did not answer")
         return future.result()
+
+    @staticmethod
+    def service_ready(client, timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        while not client.wait_for_service(timeout_sec=0.1):
+            raise_if_signalled()
+            if time.monotonic() >= end:
+                return False
+        return True
+
+    def spin_until(self, future, timeout_s: float) -> None:
+        end = time.monotonic() + timeout_s
+        while not future.done() and time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.05)
+            raise_if_signalled()
 
     def spin_for(self, seconds: float, status: bool = False) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             rclpy.spin_once(self, timeout_sec=0.05)
+            raise_if_signalled()
             if status:
                 print("\r" + self.status_line(), end="", flush=True)
 
@@ -201,11 +217,11 @@ class Monitor(Node):
         """Drive a managed node through configure and activate (its lifecycle services)."""
         client = self.create_client(ChangeState, f"/{node}/change_state")
         try:
-            if not client.wait_for_service(timeout_sec=timeout_s):
+            if not self.service_ready(client, timeout_s):
                 raise RuntimeError(f"{node}'s lifecycle service change_state is not available")
             for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
                 future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
-                rclpy.spin_until_future_complete(self, future, timeout_sec=timeout_s)
+                self.spin_until(future, timeout_s)
                 if future.result() is None or not future.result().success:
                     raise RuntimeError(f"{node} refused transition {transition} (see its log for why)")
         finally:
@@ -215,6 +231,7 @@ class Monitor(Node):
         end = time.monotonic() + timeout_s
         while time.monotonic() < end and (self.q is None or not self.diag):
             rclpy.spin_once(self, timeout_sec=0.1)
+            raise_if_signalled()
         if self.q is None or not self.diag:
             raise RuntimeError(f"no joint states or controller diagnostics within {timeout_s:.0f} s")
 
@@ -251,13 +268,25 @@ class Stopped(Exception):
         self.signum = signum
 
 
-def _raise_stopped(signum: int, _frame) -> None:
-    raise Stopped(signum)
+_signalled: list[int] = []
+
+
+def _note_signal(signum: int, _frame) -> None:
+    # Only noted here: raised from the handler, the exception could land inside rclpy's
+    # executor or a node's destruction, anywhere the main thread happens to be, and leave
+    # as some other error. The wait loops raise it at a point of their choosing.
+    _signalled.append(signum)
+
+
+def raise_if_signalled() -> None:
+    if _signalled:
+        raise Stopped(_signalled[0])
 
 
 def run_bringup(options: BringupOptions) -> int:
+    _signalled.clear()
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_stopped)
+        signal.signal(sig, _note_signal)
     procs = start_nodes(options)
     grace_s = 0.0  # how long the nodes may take to stop by themselves
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -270,6 +299,7 @@ def run_bringup(options: BringupOptions) -> int:
         print("\n" + stop_nodes(procs))
         raise
     try:
+        raise_if_signalled()  # one that came while the nodes started
         monitor.activate()
         monitor.wait_ready()
         if not options.goals:
