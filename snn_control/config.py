@@ -70,6 +70,8 @@ class ModelConfig:
     goal_integral_limit_m: float = 0.1  # m s per axis, the integral's bound (no wind-up)
     goal_integral_radius_m: float = 0.0  # > 0: the error adds to the integral only while the
     # effector is within this distance of the goal (it still leaks): a long reach winds nothing up
+    goal_integral_closing_m_s: float = 0.0  # > 0: the error adds to the integral only while
+    # the distance to the goal shrinks slower than this: an arm on its way in winds nothing up
     action_damping: float = 0.0  # > 0: the spiking policy's action less this x the joint
     # velocities (each / its limit; action units per unit): viscous damping the policy's own
     # velocity feedback, quantised by spikes, does not give (models.networks.ActionDamping)
@@ -290,9 +292,13 @@ def _validate(config: ExperimentConfig, where: str) -> None:
     if m.kind not in ("snn", "gru"):
         raise ConfigError(f"{where}.model.kind: expected 'snn' or 'gru', got {m.kind!r}")
     if not (m.goal_integral_gain >= 0 and m.goal_integral_tau_s > 0 and m.goal_integral_limit_m > 0
-            and m.goal_integral_radius_m >= 0):
-        raise ConfigError(f"{where}.model: goal_integral_gain and goal_integral_radius_m must be >= 0, "
+            and m.goal_integral_radius_m >= 0 and m.goal_integral_closing_m_s >= 0):
+        raise ConfigError(f"{where}.model: goal_integral_gain, goal_integral_radius_m and "
+                          f"goal_integral_closing_m_s must be >= 0, "
                           f"goal_integral_tau_s and goal_integral_limit_m > 0")
+    if m.goal_integral_closing_m_s and not m.goal_integral_gain:
+        raise ConfigError(f"{where}.model.goal_integral_closing_m_s: gates the integral action, which is off "
+                          f"(goal_integral_gain 0)")
     if not m.action_damping >= 0:
         raise ConfigError(f"{where}.model.action_damping: must be >= 0 (0: off), got {m.action_damping}")
     for key in ("policy_recurrent", "policy_fine_error_m", "action_damping"):

@@ -80,6 +80,7 @@ def test_fast_net_refuses_unequal_layer_sizes():
                                         ("snn", {"policy_recurrent": True}),
                                         ("snn", {"policy_fine_error_m": 0.05, "goal_integral_gain": 1.0}),
                                         ("snn", {"goal_integral_gain": 1.0, "goal_integral_radius_m": 0.05}),
+                                        ("snn", {"goal_integral_gain": 2.0, "goal_integral_closing_m_s": 0.03}),
                                         ("snn", {"action_damping": 0.5, "goal_integral_gain": 2.0})])
 def test_fast_policy_and_predictor_match_modules(kind, extra):
     cfg = ModelConfig(kind=kind, hidden=48, rank=8, substeps=2, gru_hidden=32, mlp_hidden=32, **extra)
@@ -140,6 +141,30 @@ def test_goal_integral_with_a_radius_integrates_only_near_the_goal():
     cfg = ModelConfig(hidden=16, rank=4, goal_integral_gain=1.0, goal_integral_radius_m=0.05)
     _, policy = build_networks(cfg, 9, 6, 3, effector=(6, 9), control_period_s=0.02)
     assert policy.goal_integral.radius_m == 0.05  # the config's setting reaches the rule
+
+
+def test_goal_integral_with_a_closing_gate_integrates_only_while_the_arm_is_not_closing_in():
+    from snn_control.models.networks import GoalIntegral
+
+    rule = GoalIntegral(gain=1.0, tau_s=1.0, limit_m=0.1, period_s=0.02, effector=(0, 3), closing_m_s=0.03)
+    goal = np.array([[0.05, 0.0, 0.0], [0.05, 0.0, 0.0]])
+    # the first arm closes in at 5 cm/s (1 mm per step), the second is held 4 cm off
+    first = np.array([[0.0, 0.0, 0.0], [0.01, 0.0, 0.0]])
+    _, state = rule.shifted(first, goal, None)  # no distance before: both integrate
+    assert state.shape == (2, 4) and np.allclose(state[:, 3], [0.05, 0.04])
+    after = np.array([[0.001, 0.0, 0.0], [0.01, 0.0, 0.0]])
+    shifted, state = rule.shifted(after, goal, state)
+    decay = np.exp(-0.02)
+    np.testing.assert_allclose(state[0, :3], [decay * 0.05 * 0.02, 0.0, 0.0])  # closing: only leaks
+    np.testing.assert_allclose(state[1, :3], [(decay + 1.0) * 0.04 * 0.02, 0.0, 0.0])  # held off: adds
+    np.testing.assert_allclose(shifted, goal + state[:, :3])
+    torch_shifted, torch_state = rule.shifted(torch.tensor(after), torch.tensor(goal), torch.tensor(state))
+    np_shifted, np_state = rule.shifted(after, goal, state)
+    np.testing.assert_allclose(torch_state.numpy(), np_state)
+    np.testing.assert_allclose(torch_shifted.numpy(), np_shifted)
+    cfg = ModelConfig(hidden=16, rank=4, goal_integral_gain=1.0, goal_integral_closing_m_s=0.03)
+    _, policy = build_networks(cfg, 9, 6, 3, effector=(6, 9), control_period_s=0.02)
+    assert policy.goal_integral.closing_m_s == 0.03  # the config's setting reaches the rule
 
 
 def test_action_damping_subtracts_the_joint_velocities_within_the_action_range():

@@ -179,7 +179,12 @@ class GoalIntegral:
     error, so a steady error that a steady load causes keeps moving the goal it aims at until
     the effector is where it should be. ``effector``: the effector's slice in the observation.
     With ``radius_m`` > 0 the error adds to the integral only within that distance of the goal
-    (conditional integration): the large errors of a long reach do not wind it up."""
+    (conditional integration): the large errors of a long reach do not wind it up. With
+    ``closing_m_s`` > 0 it adds only while the distance to the goal is not shrinking faster
+    than that: an arm still closing in (or swinging back after an overshoot) needs no
+    correction yet, and what it would wind up then is what makes it ring; a load that holds
+    the arm off stops its closing, and the integral acts. The state then carries the last
+    distance beside the integral, as one more column."""
 
     gain: float  # 1/s: goal shift per metre-second of error
     tau_s: float
@@ -187,18 +192,30 @@ class GoalIntegral:
     period_s: float  # the control period the integral advances by each step
     effector: tuple[int, int]
     radius_m: float = 0.0
+    closing_m_s: float = 0.0
 
-    def shifted(self, obs, goal, integral):
-        """``(goal the policy sees, new integral)``; ``integral`` None at an episode's start.
-        Works on torch tensors and numpy arrays alike (the controller's fast path uses it too)."""
+    def shifted(self, obs, goal, state):
+        """``(goal the policy sees, new state)``; ``state`` None at an episode's start. Works on
+        torch tensors and numpy arrays alike (the controller's fast path uses it too)."""
+        torch_in = isinstance(obs, torch.Tensor)
         error = goal - obs[..., self.effector[0]:self.effector[1]]
+        distance = ((error**2).sum(-1, keepdims=True)) ** 0.5  # in masks only: no gradient through it
+        distance = distance.detach() if torch_in else distance
+        integral, previous = state, None
+        if self.closing_m_s and state is not None:
+            integral, previous = state[..., :-1], state[..., -1:]
         if self.radius_m:  # a boolean mask multiplies as 0/1 in torch and numpy alike
-            error = error * ((error**2).sum(-1, keepdims=True) < self.radius_m**2)
+            error = error * (distance < self.radius_m)
+        if previous is not None:
+            error = error * (previous - distance < self.closing_m_s * self.period_s)
         decay = math.exp(-self.period_s / self.tau_s)
         integral = error * self.period_s if integral is None else decay * integral + error * self.period_s
-        integral = integral.clamp(-self.limit_m, self.limit_m) if isinstance(integral, torch.Tensor) \
-            else np.clip(integral, -self.limit_m, self.limit_m)
-        return goal + self.gain * integral, integral
+        integral = integral.clamp(-self.limit_m, self.limit_m) if torch_in else np.clip(integral, -self.limit_m, self.limit_m)
+        if self.closing_m_s:
+            state = torch.cat([integral, distance], -1) if torch_in else np.concatenate([integral, distance], -1)
+        else:
+            state = integral
+        return goal + self.gain * integral, state
 
 
 @dataclass(frozen=True)
@@ -400,7 +417,7 @@ def build_networks(model_cfg, obs_dim: int, act_dim: int, goal_dim: int,
             raise ValueError("model.goal_integral_gain: for a spiking policy, with the control period given")
         integral = GoalIntegral(model_cfg.goal_integral_gain, model_cfg.goal_integral_tau_s,
                                 model_cfg.goal_integral_limit_m, control_period_s, tuple(effector),
-                                model_cfg.goal_integral_radius_m)
+                                model_cfg.goal_integral_radius_m, model_cfg.goal_integral_closing_m_s)
     damping = None
     if model_cfg.action_damping:
         if model_cfg.kind != "snn" or velocity is None or velocity[1] - velocity[0] != act_dim:
