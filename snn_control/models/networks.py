@@ -199,8 +199,9 @@ class GoalIntegral:
         torch tensors and numpy arrays alike (the controller's fast path uses it too)."""
         torch_in = isinstance(obs, torch.Tensor)
         error = goal - obs[..., self.effector[0]:self.effector[1]]
-        distance = ((error**2).sum(-1, keepdims=True)) ** 0.5  # in masks only: no gradient through it
-        distance = distance.detach() if torch_in else distance
+        if self.radius_m or self.closing_m_s:  # in masks only: no gradient through it
+            distance = ((error**2).sum(-1, keepdims=True)) ** 0.5
+            distance = distance.detach() if torch_in else distance
         integral, previous = state, None
         if self.closing_m_s and state is not None:
             integral, previous = state[..., :-1], state[..., -1:]

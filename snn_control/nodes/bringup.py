@@ -173,7 +173,7 @@ class Monitor(Node):
         if not self.service_ready(self.markers, timeout_s):
             raise RuntimeError("goal_teleop's get_interactive_markers service is not available")
         future = self.markers.call_async(GetInteractiveMarkers.Request())
-        self.spin_until(future, timeout_s)
+        self.spin_while(lambda: not future.done(), timeout_s)
         if future.result() is None:
             raise RuntimeError("get_interactive_markers did not answer")
         return future.result()
@@ -187,19 +187,18 @@ class Monitor(Node):
                 return False
         return True
 
-    def spin_until(self, future, timeout_s: float) -> None:
+    def spin_while(self, busy, timeout_s: float, status: bool = False) -> None:
+        """Spin while ``busy()`` and ``timeout_s`` lasts; a SIGTERM or SIGHUP noted meanwhile
+        is raised here, between spins."""
         end = time.monotonic() + timeout_s
-        while not future.done() and time.monotonic() < end:
-            rclpy.spin_once(self, timeout_sec=0.05)
-            raise_if_signalled()
-
-    def spin_for(self, seconds: float, status: bool = False) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while busy() and time.monotonic() < end:
             rclpy.spin_once(self, timeout_sec=0.05)
             raise_if_signalled()
             if status:
                 print("\r" + self.status_line(), end="", flush=True)
+
+    def spin_for(self, seconds: float, status: bool = False) -> None:
+        self.spin_while(lambda: True, seconds, status)
 
     def status_line(self, goal: np.ndarray | None = None) -> str:
         d = self.diag
@@ -221,17 +220,14 @@ class Monitor(Node):
                 raise RuntimeError(f"{node}'s lifecycle service change_state is not available")
             for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
                 future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
-                self.spin_until(future, timeout_s)
+                self.spin_while(lambda: not future.done(), timeout_s)
                 if future.result() is None or not future.result().success:
                     raise RuntimeError(f"{node} refused transition {transition} (see its log for why)")
         finally:
             self.destroy_client(client)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end and (self.q is None or not self.diag):
-            rclpy.spin_once(self, timeout_sec=0.1)
-            raise_if_signalled()
+        self.spin_while(lambda: self.q is None or not self.diag, timeout_s)
         if self.q is None or not self.diag:
             raise RuntimeError(f"no joint states or controller diagnostics within {timeout_s:.0f} s")
 
