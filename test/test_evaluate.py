@@ -194,11 +194,35 @@ def test_hover_study_low_passes_the_policy_and_reports_the_last_second():
     assert 0.0 <= plain["effector_motion_below_2hz"] <= 1.0 and plain["last_1s_path_median_m"] > 0.0
     assert 0.0 <= plain["last_1s_approach_share_median"] <= 1.0
     assert plain["last_1s_net_displacement_median_m"] <= plain["last_1s_path_median_m"] + 1e-4
-    # the filter acts: a heavy one cuts the action's change per step
-    assert calm["action_change_per_step_last_1s"] < 0.5 * plain["action_change_per_step_last_1s"]
+    # the filter reaches the rollout (how much it calms the closed loop depends on the
+    # controller: a stiffer policy behind a lagging filter swings more; the filter itself is
+    # checked on its own below)
+    assert calm["alpha"] == 0.9 and calm["action_change_per_step_last_1s"] != plain["action_change_per_step_last_1s"]
     undamped, damped = (last_second("models/panda_snn", "nominal", 2, 0.0, d) for d in (0.0, 2.0))
     assert undamped["damping"] == 0.0 and damped["damping"] == 2.0  # in place of the model's own
     assert damped["joint_velocity_rms_last_1s"] != undamped["joint_velocity_rms_last_1s"]
+
+
+def test_hover_study_low_pass_cuts_the_change_per_step_of_any_policy():
+    from studies.hover import LowPassed
+
+    class Alternating:  # +1, -1, +1, ...: the largest change per step a policy can make
+        def initial_state(self, n, goal):
+            return 0
+
+        def step(self, obs, goal, state):
+            return torch.full((1, 2), (-1.0) ** state), None, state + 1
+
+    for alpha in (0.0, 0.9):
+        policy, actions = LowPassed(Alternating(), alpha), []
+        state = policy.initial_state(1, None)
+        for _ in range(20):
+            action, _, state = policy.step(None, None, state)
+            actions.append(action)
+        change = torch.stack(actions).diff(dim=0).abs().max()
+        assert float(actions[0][0, 0]) == 1.0  # the first step as the policy gives it
+        # a_t = alpha a_(t-1) + (1 - alpha) p_t changes by at most (1 - alpha) |p_t - a_(t-1)| <= 2 (1 - alpha)
+        assert float(change) == pytest.approx(2.0) if alpha == 0.0 else float(change) <= 2 * (1 - alpha) + 1e-6
 
 
 def test_hover_study_runs_the_policy_with_other_substeps_and_readout():
