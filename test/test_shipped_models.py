@@ -26,12 +26,15 @@ def test_shipped_model_and_its_eval_json(name):
     # action and damping of panda_snn (and of panda_snn_hold, shipped before it), which have no
     # weights, were added after their training (docs/training.md)
     model = config.model
-    if name in ("panda_snn", "panda_snn_hold"):
+    added = {"panda_snn": (1.0, 1.0, 0.1, 0.1, 0.03), "panda_snn_hold": (2.0, 1.0, 0.1, 0.1, 0.0)}
+    if name in added:  # gain, leak, bound, radius, closing speed
         integral = (model.goal_integral_gain, model.goal_integral_tau_s, model.goal_integral_limit_m,
-                    model.goal_integral_radius_m)
-        assert integral == (2.0, 1.0, 0.1, 0.1) and model.action_damping == 0.5
+                    model.goal_integral_radius_m, model.goal_integral_closing_m_s)
+        assert integral == added[name] and model.action_damping == 0.5
         assert policy.action_damping is not None and policy.action_damping.velocity == (6, 12)
-        model = dataclasses.replace(model, goal_integral_gain=0.0, goal_integral_radius_m=0.0, action_damping=0.0)
+        assert policy.goal_integral.closing_m_s == added[name][4]
+        model = dataclasses.replace(model, goal_integral_gain=0.0, goal_integral_radius_m=0.0,
+                                    goal_integral_closing_m_s=0.0, action_damping=0.0)
     assert model == shipped_config.model and config.env == shipped_config.env
     assert config.train.iterations == shipped_config.train.iterations
     assert config.train.init_from == shipped_config.train.init_from  # a fine-tune names where it started
