@@ -249,10 +249,15 @@ class TestRunningSystem:
         torques = np.array([c for _, c in ros.commands[first:]])
         period = 0.02
         assert np.all(np.abs(np.diff(torques, axis=0)) <= 1.0 + 1e-9)  # 1000 N m/s at the 1 kHz stream
-        # Ticks kept coming through the swap: no stall of the loop while the new model loaded
-        # (gaps are measured at this receiver, on a shared CPU; that the swap itself happens
-        # on a tick boundary without skipping a tick is test_runtime's, deterministically).
-        assert np.max(np.diff(stamps)) < 25 * period
+        # Ticks kept coming through the swap: no stall of the loop while the new model loaded.
+        # Counted, not timed at this receiver: a pause of the receiving process (0.7 s once in
+        # a CI run, with all 1 kHz commands still arriving) delays the commands, which queue
+        # and arrive together, but loses none; a stalled command loop restarts its schedule
+        # and never sends the ticks it missed. That the swap itself happens on a tick boundary
+        # without skipping a tick is test_runtime's, deterministically.
+        command_period = 0.001
+        missing = (stamps[-1] - stamps[0]) / command_period + 1 - len(stamps)
+        assert missing < 25 * period / command_period, f"{missing:.0f} commands missing: the loop stalled"
 
 
     def test_stale_joint_states_ramp_to_zero_torque_then_resume(self, ros, system):
