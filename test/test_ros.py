@@ -250,8 +250,8 @@ class TestRunningSystem:
         period = 0.02
         assert np.all(np.abs(np.diff(torques, axis=0)) <= 1.0 + 1e-9)  # 1000 N m/s at the 1 kHz stream
         # Ticks kept coming through the swap: no stall of the loop while the new model loaded.
-        # Counted, not timed at this receiver: a pause of the receiving process (0.7 s once in
-        # a CI run, with all 1 kHz commands still arriving) delays the commands, which queue
+        # Counted, not timed at this receiver: a pause of the receiving process (0.7 s in two
+        # CI runs, with all 1 kHz commands still arriving) delays the commands, which queue
         # and arrive together, but loses none; a stalled command loop restarts its schedule
         # and never sends the ticks it missed. That the swap itself happens on a tick boundary
         # without skipping a tick is test_runtime's, deterministically.
