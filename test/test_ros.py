@@ -247,7 +247,9 @@ class TestRunningSystem:
         ros.spin(1.0)
         stamps = np.array([t for t, _ in ros.commands[first:]])
         torques = np.array([c for _, c in ros.commands[first:]])
-        period = 0.02
+        from snn_control.nodes.snn_controller import DEFAULTS  # the rates the system fixture runs at
+
+        period, command_period = 1.0 / DEFAULTS["control_rate_hz"], 1.0 / DEFAULTS["command_rate_hz"]
         assert np.all(np.abs(np.diff(torques, axis=0)) <= 1.0 + 1e-9)  # 1000 N m/s at the 1 kHz stream
         # Ticks kept coming through the swap: no stall of the loop while the new model loaded.
         # Counted, not timed at this receiver: a pause of the receiving process (0.7 s in two
@@ -255,7 +257,6 @@ class TestRunningSystem:
         # and arrive together, but loses none; a stalled command loop restarts its schedule
         # and never sends the ticks it missed. That the swap itself happens on a tick boundary
         # without skipping a tick is test_runtime's, deterministically.
-        command_period = 0.001
         missing = (stamps[-1] - stamps[0]) / command_period + 1 - len(stamps)
         assert missing < 25 * period / command_period, f"{missing:.0f} commands missing: the loop stalled"
 
